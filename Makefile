@@ -1,0 +1,38 @@
+# Relay: `make dev` runs the stack, `make test` runs the suite. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint typecheck bench-webhooks migrate clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Relay needs Python 3.11 or newer"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,test]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/relay dev
+
+migrate: $(STAMP)
+	$(BIN)/relay migrate
+
+test: $(STAMP)
+	$(BIN)/ruff check relay tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check relay tests bench
+	$(BIN)/ruff format --check relay tests bench
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench-webhooks: $(STAMP)
+	$(BIN)/python -m bench.webhooks
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache

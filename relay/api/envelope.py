@@ -1,0 +1,52 @@
+"""The response envelope and the camelCase base model every wire schema uses."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; both accepted on input."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class Envelope(ApiModel, Generic[T]):
+    success: bool = True
+    data: T
+
+
+class Page(ApiModel, Generic[T]):
+    success: bool = True
+    data: list[T]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class ErrorBody(ApiModel):
+    code: str = Field(examples=["WEBHOOK_NOT_FOUND"])
+    message: str = Field(examples=["no webhook endpoint with that id"])
+    details: Any = None
+
+
+class ErrorEnvelope(ApiModel):
+    success: bool = False
+    error: ErrorBody
+
+
+def ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries documenting the error envelope for a route's failure statuses."""
+    return {status: {"model": ErrorEnvelope} for status in statuses}

@@ -1,0 +1,145 @@
+"""The `relay` command: run the stack, migrate, manage API keys.
+
+Every command reads the same settings as the API and worker. Errors are one line
+on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import OperationalError
+
+from relay.core.errors import ConfigError, RelayError
+from relay.core.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Relay: durable third-party integrations on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys = typer.Typer(help="Manage API keys (only their hashes are stored).", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    settings.check()
+    return settings
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from relay.core.db import make_engine
+
+    return make_engine(settings.sqlalchemy_url)
+
+
+@app.command()
+def dev() -> None:
+    """Run the whole stack: Temporal dev server (unless TEMPORAL_ADDRESS is set), worker, API."""
+    from relay.dev import run_dev
+
+    raise typer.Exit(run_dev(_settings()))
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Defaults to API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Defaults to API_PORT")] = None,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from relay.api.app import create_app
+    from relay.core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker on TEMPORAL_TASK_QUEUE (run several for more throughput)."""
+    from relay.core.logging import configure_logging
+    from relay.worker import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_worker(settings))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from relay.core.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.sqlalchemy_url)
+    typer.echo("database is up to date")
+
+
+@keys.command("create")
+def keys_create(name: str) -> None:
+    """Create an API key; it is printed once, alone on the last line."""
+    from relay.core.api_keys import create_key
+
+    record, raw = create_key(_engine(_settings()), name)
+    typer.echo(
+        f"created API key {record.name!r} ({record.prefix}…); store it now, it is not shown again:"
+    )
+    typer.echo(raw)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List API keys (names and prefixes, never the keys)."""
+    from relay.core.api_keys import list_keys
+
+    records = list_keys(_engine(_settings()))
+    if not records:
+        typer.echo("no API keys; create one with: relay keys create NAME")
+        return
+    typer.echo(f"{'NAME':<30} {'PREFIX':<12} {'CREATED':<20} STATUS")
+    for record in records:
+        status = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "active"
+        typer.echo(
+            f"{record.name:<30} {record.prefix:<12} {record.created_at:%Y-%m-%d %H:%M:%S}  {status}"
+        )
+
+
+@keys.command("revoke")
+def keys_revoke(name: str) -> None:
+    """Revoke an API key by name; requests with it get 401 from then on."""
+    from relay.core.api_keys import revoke_key
+
+    revoke_key(_engine(_settings()), name)
+    typer.echo(f"revoked API key {name!r}")
+
+
+def main() -> None:
+    try:
+        app()
+    except (ConfigError, RelayError) as exc:
+        typer.echo(f"relay: {exc}", err=True)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    except OperationalError as exc:
+        typer.echo(f"relay: the database is not reachable ({type(exc.orig).__name__})", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

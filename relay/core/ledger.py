@@ -1,0 +1,208 @@
+"""The provider-call ledger: each side effect at a provider happens at most once per key.
+
+Temporal retries an activity after a crash, a timeout or a lost worker, so an
+activity that charges a card or sends an SMS must not act twice. Where the
+provider honours an idempotency key (Stripe), Relay sends one; the ledger covers
+every provider, whether it does or not:
+
+1. **Reserve** the business key (`payment-123:charge`) in `provider_calls`, with a lease.
+2. **Call** the provider.
+3. **Record** the result (SUCCEEDED with its JSON result, or FAILED with a Relay code).
+
+A retry with the same key then finds:
+
+- SUCCEEDED → the recorded result, without calling again;
+- FAILED → the recorded permanent failure, raised again (non-retryable);
+- RESERVED, lease still running → another attempt is calling right now: a
+  retryable failure that waits out the lease;
+- RESERVED, lease expired → an attempt crashed between reserve and record, so
+  the outcome is unknown. A *repeatable* call (the provider deduplicates on the
+  key Relay sends, or the operation is naturally idempotent) takes the
+  reservation over and calls again. Any other call is marked UNKNOWN and raises
+  a non-retryable `UNKNOWN_OUTCOME` failure: the workflow reconciles with the
+  provider or an operator decides; Relay never guesses that a charge did not happen.
+
+Transient failures release the reservation when the provider answered (429, 5xx:
+it did not act), so Temporal's retry calls again. A timeout or a dropped
+connection of a non-repeatable call is ambiguous and is recorded UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio.exceptions import ApplicationError
+
+from relay.core.db import utcnow
+from relay.core.errors import ErrorCode
+from relay.core.models.platform import ProviderCall, ProviderCallStatus
+from relay.core.provider_errors import translate
+
+DEFAULT_LEASE = timedelta(minutes=5)
+
+JSON = Any
+
+
+class Ledger:
+    """Runs provider calls under the reserve / call / record protocol above."""
+
+    def __init__(self, engine: Engine, *, lease: timedelta = DEFAULT_LEASE) -> None:
+        self._engine = engine
+        self._lease = lease
+
+    async def run(
+        self,
+        key: str,
+        call: Callable[[], Awaitable[JSON]],
+        *,
+        provider: str,
+        operation: str,
+        repeatable: bool = False,
+    ) -> JSON:
+        recorded = await asyncio.to_thread(self._reserve, key, provider, operation, repeatable)
+        if recorded is not None:
+            return recorded.value
+        try:
+            result = await call()
+        except BaseException as exc:
+            failure = translate(provider, exc)
+            if failure.non_retryable:
+                await asyncio.to_thread(self._finish, key, ProviderCallStatus.FAILED, None, failure)
+            elif repeatable or _provider_answered(failure):
+                await asyncio.to_thread(self._release, key)
+            else:
+                await asyncio.to_thread(
+                    self._finish, key, ProviderCallStatus.UNKNOWN, None, failure
+                )
+                raise _unknown(key) from exc
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise failure from exc
+        await asyncio.to_thread(self._finish, key, ProviderCallStatus.SUCCEEDED, result, None)
+        return result
+
+    def lookup(self, key: str) -> ProviderCall | None:
+        with Session(self._engine) as session:
+            return session.exec(
+                select(ProviderCall).where(ProviderCall.idempotency_key == key)
+            ).first()
+
+    # Each step is its own short transaction, so a crash leaves a readable row behind.
+
+    def _reserve(
+        self, key: str, provider: str, operation: str, repeatable: bool
+    ) -> _Recorded | None:
+        now = utcnow()
+        with Session(self._engine) as session:
+            session.add(
+                ProviderCall(
+                    idempotency_key=key,
+                    provider=provider,
+                    operation=operation,
+                    reserved_until=now + self._lease,
+                )
+            )
+            try:
+                session.commit()
+                return None
+            except IntegrityError:
+                session.rollback()
+            row = session.exec(
+                select(ProviderCall).where(ProviderCall.idempotency_key == key)
+            ).one()
+            if row.status == ProviderCallStatus.SUCCEEDED:
+                return _Recorded(row.result)
+            if row.status == ProviderCallStatus.FAILED:
+                raise ApplicationError(
+                    row.error_message or f"{provider} {operation} failed earlier",
+                    {"provider": provider, "idempotencyKey": key},
+                    type=row.error_code or ErrorCode.PROVIDER_ERROR.value,
+                    non_retryable=True,
+                )
+            if row.status == ProviderCallStatus.UNKNOWN:
+                raise _unknown(key)
+            if row.reserved_until > now:
+                raise ApplicationError(
+                    f"{provider} {operation} is already in progress",
+                    {"idempotencyKey": key},
+                    type="CALL_IN_PROGRESS",
+                    next_retry_delay=row.reserved_until - now,
+                )
+            # The lease ran out: an earlier attempt crashed between reserve and record.
+            taken = session.execute(
+                update(ProviderCall)
+                .where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
+                .where(ProviderCall.reserved_until == row.reserved_until)  # type: ignore[arg-type]
+                .where(ProviderCall.status == ProviderCallStatus.RESERVED)  # type: ignore[arg-type]
+                .values(
+                    status=ProviderCallStatus.RESERVED
+                    if repeatable
+                    else ProviderCallStatus.UNKNOWN,
+                    reserved_until=now + self._lease,
+                    attempts=row.attempts + 1,
+                )
+            )
+            session.commit()
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                raise ApplicationError(
+                    f"{provider} {operation} was taken over by another attempt",
+                    {"idempotencyKey": key},
+                    type="CALL_IN_PROGRESS",
+                )
+            if not repeatable:
+                raise _unknown(key)
+            return None
+
+    def _finish(
+        self,
+        key: str,
+        status: ProviderCallStatus,
+        result: JSON,
+        failure: ApplicationError | None,
+    ) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                update(ProviderCall)
+                .where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
+                .values(
+                    status=status,
+                    result=result,
+                    error_code=failure.type if failure else None,
+                    error_message=failure.message[:1000] if failure else None,
+                    completed_at=utcnow(),
+                )
+            )
+            session.commit()
+
+    def _release(self, key: str) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                delete(ProviderCall).where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
+            )
+            session.commit()
+
+
+class _Recorded:
+    def __init__(self, value: JSON) -> None:
+        self.value = value
+
+
+def _provider_answered(failure: ApplicationError) -> bool:
+    details = failure.details[0] if failure.details else None
+    return isinstance(details, dict) and "status" in details
+
+
+def _unknown(key: str) -> ApplicationError:
+    return ApplicationError(
+        "the outcome of an earlier attempt is unknown; reconcile with the provider",
+        {"idempotencyKey": key},
+        type=ErrorCode.UNKNOWN_OUTCOME.value,
+        non_retryable=True,
+    )
