@@ -13,10 +13,10 @@ import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from relay.core.errors import ConfigError
@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     """Configuration names are a contract (see docs/ARCHITECTURE and README)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # The .env files this instance was built from (`_env_file=` overrides the class's),
+    # so `oauth_clients` reads the same files the fields were read from.
+    _env_files: tuple[Path, ...] = PrivateAttr(default=())
+
+    def __init__(self, **values: Any) -> None:
+        env_file = values["_env_file"] if "_env_file" in values else self.model_config["env_file"]
+        super().__init__(**values)
+        if env_file is None:
+            self._env_files = ()
+        elif isinstance(env_file, str | os.PathLike):
+            self._env_files = (Path(env_file),)
+        else:
+            self._env_files = tuple(Path(item) for item in env_file)
 
     relay_env: Literal["development", "production", "test"] = "development"
     data_dir: Path = Path(".data")
@@ -185,10 +199,9 @@ class Settings(BaseSettings):
     def oauth_clients(self) -> dict[str, tuple[str, SecretStr]]:
         """`<KEY>_CLIENT_ID` / `<KEY>_CLIENT_SECRET` pairs, by lower-case catalog key."""
         found: dict[str, dict[str, str]] = {}
-        sources: list[dict[str, str | None]] = []
-        env_file = self.model_config.get("env_file")
-        if isinstance(env_file, str) and Path(env_file).exists():
-            sources.append(dotenv_values(env_file))
+        sources: list[dict[str, str | None]] = [
+            dotenv_values(path) for path in self._env_files if path.is_file()
+        ]
         sources.append(dict(os.environ))
         for source in sources:
             for name, value in source.items():
