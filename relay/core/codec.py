@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from relay.core.crypto import Keyring
+from relay.core.crypto import DecryptionError, Keyring
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -40,6 +40,8 @@ class EncryptionCodec(PayloadCodec):
             if payload.metadata.get("encoding", b"") != ENCODING:
                 decoded.append(payload)
                 continue
+            if KEY_ID_METADATA not in payload.metadata:
+                raise DecryptionError("an encrypted payload names no encryption key id")
             kid = payload.metadata[KEY_ID_METADATA].decode()
             decoded.append(Payload.FromString(self._keyring.decrypt(kid, payload.data)))
         return decoded

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from relay.core.errors import ConfigError
 
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
 _KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -78,6 +79,8 @@ class Keyring:
         aead = self._keys.get(kid)
         if aead is None:
             raise DecryptionError(f"no key with id {kid!r} in ENCRYPTION_KEYS")
+        if len(blob) < _NONCE_BYTES + _TAG_BYTES:
+            raise DecryptionError(f"data under key {kid!r} is too short to be ciphertext")
         try:
             return aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], associated_data)
         except InvalidTag:
@@ -113,12 +116,19 @@ def load_keyring(encryption_keys: str | None, dev_keys_file: Path) -> Keyring:
         return Keyring.parse(encryption_keys)
     if not dev_keys_file.exists():
         dev_keys_file.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once must not each write a different key.
+        # Written aside, then linked into place: two processes starting at once must
+        # neither write different keys nor read a file the other has not filled yet.
+        draft = dev_keys_file.with_name(f".{dev_keys_file.name}.{secrets.token_hex(6)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(dev_keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
             with os.fdopen(fd, "w") as handle:
                 handle.write(generate_key_spec("dev1") + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(draft, dev_keys_file)
+            except FileExistsError:
+                pass
+        finally:
+            draft.unlink()
     return Keyring.parse(dev_keys_file.read_text().strip())
