@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     ] = Field(default_factory=list)
     webhook_require_https: bool | None = None
     webhook_max_payload_bytes: int = 262_144
+    # Outgoing webhooks dispatcher (docs/webhooks.md): shards of the long-lived
+    # dispatcher workflow, the lease a worker holds on claimed deliveries (longer
+    # than WEBHOOK_TIMEOUT), deliveries claimed per batch, concurrent requests per
+    # worker, how often an idle dispatcher polls the outbox, and how overdue a
+    # retry held on a Temporal timer must be before the database sweep takes it.
+    webhook_dispatch_shards: int = Field(default=1, ge=1, le=64)
+    webhook_lease: Duration = timedelta(seconds=60)
+    webhook_batch_size: int = Field(default=500, ge=1, le=5000)
+    webhook_concurrency: int = Field(default=256, ge=1, le=4096)
+    webhook_poll_interval: Duration = timedelta(milliseconds=25)
+    webhook_sweep_grace: Duration = timedelta(seconds=60)
 
     providers_file: Path | None = None
     oauth_allowed_redirects: CommaList = Field(
@@ -140,7 +151,14 @@ class Settings(BaseSettings):
             return [parse_duration(item) for item in value]
         return value
 
-    @field_validator("webhook_timeout", "webhook_disable_after", mode="before")
+    @field_validator(
+        "webhook_timeout",
+        "webhook_disable_after",
+        "webhook_lease",
+        "webhook_poll_interval",
+        "webhook_sweep_grace",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str | int | float):

@@ -3,7 +3,26 @@
 from sqlmodel import SQLModel
 
 from relay.core.models.platform import ApiKey, ProviderCall, ProviderCallStatus
+from relay.core.models.webhooks import (
+    AttemptTrigger,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiKey", "ProviderCall", "ProviderCallStatus", "metadata"]
+__all__ = [
+    "ApiKey",
+    "AttemptTrigger",
+    "DeliveryStatus",
+    "ProviderCall",
+    "ProviderCallStatus",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "metadata",
+]
