@@ -7,13 +7,15 @@ on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from relay.core.errors import ConfigError, RelayError
+from relay.core.logging import redact
 from relay.core.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -137,8 +139,18 @@ def main() -> None:
     except OperationalError as exc:
         typer.echo(f"relay: the database is not reachable ({type(exc.orig).__name__})", err=True)
         sys.exit(1)
+    except ArgumentError:
+        # The message would echo the URL, password included.
+        typer.echo("relay: DATABASE_URL is not a database URL Relay can use", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # One line, redacted; LOG_LEVEL=DEBUG puts the traceback in the logs.
+        logging.getLogger("relay.cli").debug("unexpected error", exc_info=True)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        typer.echo(f"relay: {type(exc).__name__}: {redact(first_line)}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# PR_SET_PDEATHSIG is Linux-only; elsewhere a SIGKILLed supervisor can leave children.
+_PREEXEC = _die_with_parent if sys.platform.startswith("linux") else None
+
+
 def temporal_binary() -> str:
     candidate = Path(sys.prefix) / "bin" / "temporal"
     found = str(candidate) if candidate.exists() else shutil.which("temporal")
@@ -60,7 +64,8 @@ def temporal_command(settings: Settings) -> list[str]:
         "--db-filename", str((settings.data_dir / "temporal.db").resolve()),
         "--namespace", settings.temporal_namespace,
         "--ui-codec-endpoint", f"http://localhost:{settings.api_port}/codec",
-        "--log-level", "warn",
+        # At "warn" the server logs every poll its own shutdown interrupts.
+        "--log-level", "error",
     ]  # fmt: skip
     for key in search_attributes.ALL:
         command += ["--search-attribute", f"{key.name}=Keyword"]
@@ -80,7 +85,7 @@ class Child:
         # A session of its own: Ctrl-C reaches only the supervisor, which stops the
         # children in order (API and worker before the server they talk to).
         self.process = subprocess.Popen(  # noqa: S603
-            self.command, preexec_fn=_die_with_parent, start_new_session=True
+            self.command, preexec_fn=_PREEXEC, start_new_session=True
         )
         self.started_at = time.monotonic()
 
@@ -94,70 +99,56 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_for_port(port: int, child: Child, what: str) -> None:
-    deadline = time.monotonic() + READY_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if _port_open(port):
-            return
-        if not child.alive():
-            raise ConfigError(f"{what} exited during start-up (is port {port} already in use?)")
-        time.sleep(0.2)
-    raise ConfigError(f"{what} did not open port {port} within {READY_WAIT_SECONDS}s")
+class Supervisor:
+    """Starts the children in order, restarts any that dies, stops them all on a signal.
 
+    The first SIGINT/SIGTERM stops the children gracefully (API and worker first, so
+    the worker drains before the server it talks to goes); a second one kills them.
+    """
 
-def run_dev(settings: Settings) -> int:
-    for port, name in ((settings.api_port, "API_PORT"),) + (
-        ((settings.temporal_port, "TEMPORAL_PORT"), (settings.temporal_ui_port, "TEMPORAL_UI_PORT"))
-        if settings.manages_dev_server
-        else ()
-    ):
-        if _port_open(port):
-            raise ConfigError(f"port {port} ({name}) is already in use; set {name} to another port")
+    def __init__(self, settings: Settings, children: list[Child]) -> None:
+        self.settings = settings
+        self.children = children
+        self.stopping = False
+        self.forced = False
 
-    print("relay: migrating the database", flush=True)
-    upgrade(settings.sqlalchemy_url)
+    def request_stop(self, _signum: int, _frame: object) -> None:
+        if self.stopping:
+            self.forced = True
+        self.stopping = True
 
-    relay = [sys.executable, "-m", "relay.cli"]
-    children: list[Child] = []
-    if settings.manages_dev_server:
-        children.append(Child("temporal", temporal_command(settings)))
-    children += [Child("worker", [*relay, "worker"]), Child("api", [*relay, "api"])]
+    def wait_for_port(self, port: int, child: Child, what: str) -> bool:
+        """True once `port` answers; False if a stop was requested meanwhile."""
+        deadline = time.monotonic() + READY_WAIT_SECONDS
+        while not self.stopping:
+            if _port_open(port):
+                return True
+            if not child.alive():
+                raise ConfigError(f"{what} exited during start-up (is port {port} already in use?)")
+            if time.monotonic() > deadline:
+                raise ConfigError(f"{what} did not open port {port} within {READY_WAIT_SECONDS}s")
+            time.sleep(0.2)
+        return False
 
-    stopping = False
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    try:
-        for child in children:
+    def start(self) -> bool:
+        for child in self.children:
             child.start()
-            if child.name == "temporal":
-                _wait_for_port(settings.temporal_port, child, "the Temporal dev server")
-        _wait_for_port(settings.api_port, children[-1], "the API")
-        print(
-            "\nrelay is running:\n"
-            f"  API docs     {settings.base_url}/docs\n"
-            f"  readiness    {settings.base_url}/ready\n"
-            + (
-                f"  Temporal UI  http://localhost:{settings.temporal_ui_port}\n"
-                if settings.manages_dev_server
-                else f"  Temporal     {settings.temporal_target}\n"
-            )
-            + f"  codec login  {settings.base_url}/codec/login\n"
-            "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
-        while not stopping:
-            for child in children:
-                if child.alive() or stopping:
+            if child.name == "temporal" and not self.wait_for_port(
+                self.settings.temporal_port, child, "the Temporal dev server"
+            ):
+                return False
+        api = next(child for child in self.children if child.name == "api")
+        return self.wait_for_port(self.settings.api_port, api, "the API")
+
+    def watch(self) -> None:
+        """Restart a child that died, with exponential backoff, until a stop is requested."""
+        while not self.stopping:
+            for child in self.children:
+                if child.alive() or self.stopping:
                     continue
                 now = time.monotonic()
                 if child.next_start == 0.0:
-                    # Back off exponentially, but forgive a child that ran for a while.
+                    # Forgive a child that ran for a while: its next crash restarts quickly.
                     if now - child.started_at > 60:
                         child.restarts = 0
                     delay = min(2**child.restarts, MAX_BACKOFF_SECONDS)
@@ -171,28 +162,84 @@ def run_dev(settings: Settings) -> int:
                     child.next_start = 0.0
                     child.start()
             time.sleep(0.2)
+
+    def stop(self) -> None:
+        """API and worker first (the worker drains), the Temporal server last."""
+        for group in (
+            [c for c in self.children if c.name != "temporal"],
+            [c for c in self.children if c.name == "temporal"],
+        ):
+            running = [c.process for c in group if c.alive() and c.process is not None]
+            for process in running:
+                process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            while any(p.poll() is None for p in running):
+                if self.forced or time.monotonic() > deadline:
+                    for process in running:
+                        if process.poll() is None:
+                            process.kill()
+                time.sleep(0.1)
+            for process in running:
+                process.wait()
+
+
+def _banner(settings: Settings, has_key: bool) -> str:
+    lines = [
+        "",
+        "relay is running:",
+        f"  API docs     {settings.base_url}/docs",
+        f"  readiness    {settings.base_url}/ready",
+        f"  Temporal UI  http://localhost:{settings.temporal_ui_port}"
+        if settings.manages_dev_server
+        else f"  Temporal     {settings.temporal_target} (TEMPORAL_ADDRESS)",
+        f"  codec login  {settings.base_url}/codec/login",
+        f"  data         {settings.data_dir.resolve()}",
+    ]
+    if not has_key:
+        lines.append("No API key yet: create one with `relay keys create NAME`.")
+    lines += ["Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
+
+
+def _has_api_key(settings: Settings) -> bool:
+    from relay.core.api_keys import list_keys
+    from relay.core.db import make_engine
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        return any(record.revoked_at is None for record in list_keys(engine))
     finally:
-        _stop_all(children)
+        engine.dispose()
+
+
+def run_dev(settings: Settings) -> int:
+    ports = [(settings.api_port, "API_PORT")]
+    if settings.manages_dev_server:
+        ports += [
+            (settings.temporal_port, "TEMPORAL_PORT"),
+            (settings.temporal_ui_port, "TEMPORAL_UI_PORT"),
+        ]
+    for port, name in ports:
+        if _port_open(port):
+            raise ConfigError(f"port {port} ({name}) is already in use; set {name} to another port")
+
+    print("relay: migrating the database", flush=True)
+    upgrade(settings.sqlalchemy_url)
+
+    relay = [sys.executable, "-m", "relay.cli"]
+    children: list[Child] = []
+    if settings.manages_dev_server:
+        children.append(Child("temporal", temporal_command(settings)))
+    children += [Child("worker", [*relay, "worker"]), Child("api", [*relay, "api"])]
+
+    supervisor = Supervisor(settings, children)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    try:
+        if supervisor.start():
+            print(_banner(settings, _has_api_key(settings)), flush=True)
+            supervisor.watch()
+    finally:
+        supervisor.stop()
     print("relay: stopped", flush=True)
     return 0
-
-
-def _stop_all(children: list[Child]) -> None:
-    # API and worker first (the worker drains), the Temporal server last.
-    for group in (
-        [c for c in children if c.name != "temporal"],
-        [c for c in children if c.name == "temporal"],
-    ):
-        for child in group:
-            if child.alive():
-                assert child.process is not None
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in group:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
