@@ -90,8 +90,10 @@ def translate(provider: str, exc: BaseException) -> ApplicationError:
     """The failure for an exception raised while talking to `provider`.
 
     Understands httpx and aiohttp errors, and SDK errors that expose an HTTP status
-    the usual ways (`status_code`, `http_status`, `status`) with optional headers.
+    the usual ways (`status_code`, `http_status`, `status`, on the exception or its
+    response; botocore's `response["ResponseMetadata"]`) with optional headers.
     Anything else is transient: an unknown failure deserves a retry, not a verdict.
+    A failure to connect says so in its details (`"connected": False`).
     """
     if isinstance(exc, ApplicationError):
         return exc
@@ -101,11 +103,31 @@ def translate(provider: str, exc: BaseException) -> ApplicationError:
             provider, status, headers=_headers_of(exc), reason=type(exc).__name__
         )
     kind = "timed out" if _is_timeout(exc) else f"failed ({type(exc).__name__})"
+    details: dict[str, object] = {"provider": provider}
+    if _never_connected(exc):
+        # Nothing reached the provider, so it cannot have acted (see relay.core.ledger).
+        kind = f"could not connect ({type(exc).__name__})"
+        details["connected"] = False
     return ApplicationError(
-        f"call to {provider} {kind}",
-        {"provider": provider},
-        type=ErrorCode.PROVIDER_ERROR.value,
+        f"call to {provider} {kind}", details, type=ErrorCode.PROVIDER_ERROR.value
     )
+
+
+# Failures raised before a request could be sent: httpx, aiohttp, requests, the socket.
+_CONNECT_FAILURES = frozenset(
+    {
+        "ConnectError",  # httpx: refused, DNS, TLS handshake
+        "ConnectTimeout",  # httpx, requests
+        "ClientConnectorError",  # aiohttp (and its DNS / certificate / SSL variants)
+        "ConnectionTimeoutError",  # aiohttp: the connect phase timed out
+        "ConnectionRefusedError",
+        "gaierror",
+    }
+)
+
+
+def _never_connected(exc: BaseException) -> bool:
+    return any(cls.__name__ in _CONNECT_FAILURES for cls in type(exc).__mro__)
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -114,23 +136,40 @@ def _is_timeout(exc: BaseException) -> bool:
     return "timeout" in type(exc).__name__.lower()
 
 
+def _sources(exc: BaseException) -> list[object]:
+    """The exception and the response objects SDKs hang on it (httpx and requests
+    `response`, firebase-admin `http_response`, google-api-python-client `resp`)."""
+    return [exc, *(getattr(exc, attr, None) for attr in ("response", "http_response", "resp"))]
+
+
 def _status_of(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    for source in (exc, response):
+    for source in _sources(exc):
         for attr in ("status_code", "http_status", "status"):
             value = getattr(source, attr, None)
             if isinstance(value, int) and 100 <= value <= 599:
                 return value
+    metadata = _boto_metadata(exc)
+    status = metadata.get("HTTPStatusCode")
+    if isinstance(status, int) and 100 <= status <= 599:
+        return status
     return None
 
 
 def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
-    for source in (exc, getattr(exc, "response", None)):
+    for source in _sources(exc):
         for attr in ("headers", "http_headers"):
             value = getattr(source, attr, None)
             if isinstance(value, Mapping):
                 return value
-    return None
+    headers = _boto_metadata(exc).get("HTTPHeaders")
+    return headers if isinstance(headers, Mapping) else None
+
+
+def _boto_metadata(exc: BaseException) -> Mapping[str, object]:
+    """botocore's ClientError keeps the HTTP status in a dict: response.ResponseMetadata."""
+    response = getattr(exc, "response", None)
+    metadata = response.get("ResponseMetadata") if isinstance(response, Mapping) else None
+    return metadata if isinstance(metadata, Mapping) else {}
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime
@@ -17,6 +17,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> datetime | None:
+        # SQLite stores the wall-clock digits and drops the offset, so an aware value
+        # in another zone would come back hours off: store every instant as UTC.
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value  # type: ignore[no-any-return]
 
     def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
         return as_utc(value)

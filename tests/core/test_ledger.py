@@ -1,0 +1,358 @@
+"""The provider-call ledger on SQLite and PostgreSQL, against a real local provider."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from relay.core.db import utcnow
+from relay.core.ledger import Ledger
+from relay.core.models.platform import ProviderCall, ProviderCallStatus
+from relay.core.provider_errors import raise_for_status
+from tests.conftest import free_port, task_queue
+from tests.core.conftest import FakeProvider, Reply
+from tests.support.ledger import ChargeActivities, ChargeInput, ChargeWorkflow
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        yield client
+
+
+def _key() -> str:
+    return f"payment-{uuid.uuid4().hex[:8]}:charge"
+
+
+def _charge(http: httpx.AsyncClient, url: str, *, timeout: float | None = None) -> Any:
+    async def call() -> Any:
+        response = await http.post(url, timeout=timeout or 5)
+        raise_for_status("acme", response.status_code, headers=response.headers)
+        return response.json()
+
+    return call
+
+
+async def test_records_the_result_and_a_retry_does_not_call_again(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    call = _charge(http, provider.url_for("ok"))
+
+    first = await ledger.run(key, call, provider="acme", operation="charge")
+    second = await ledger.run(key, call, provider="acme", operation="charge")
+
+    assert first == second == {"id": "ok-1"}
+    assert provider.hits["ok"] == 1
+    row = ledger.lookup(key)
+    assert row is not None
+    assert row.status == ProviderCallStatus.SUCCEEDED
+    assert row.result == {"id": "ok-1"}
+    assert (row.provider, row.operation, row.attempts) == ("acme", "charge", 1)
+    assert row.completed_at is not None and row.completed_at.tzinfo is not None
+
+
+async def test_a_recorded_none_is_still_a_recorded_result(
+    engine: Engine, provider: FakeProvider
+) -> None:
+    ledger, key, calls = Ledger(engine), _key(), []
+
+    async def call() -> None:
+        calls.append(1)
+
+    assert await ledger.run(key, call, provider="acme", operation="notify") is None
+    assert await ledger.run(key, call, provider="acme", operation="notify") is None
+    assert calls == [1]
+
+
+async def test_permanent_4xx_is_recorded_failed_and_raised_again_without_calling(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    provider.plan("declined", Reply(402, body={"error": "card_declined"}))
+    call = _charge(http, provider.url_for("declined"))
+
+    with pytest.raises(ApplicationError) as first:
+        await ledger.run(key, call, provider="acme", operation="charge")
+    with pytest.raises(ApplicationError) as again:
+        await ledger.run(key, call, provider="acme", operation="charge")
+
+    for failure in (first.value, again.value):
+        assert failure.non_retryable is True
+        assert failure.type == "PROVIDER_ERROR"
+        assert "HTTP 402" in failure.message
+    assert provider.hits["declined"] == 1
+    row = ledger.lookup(key)
+    assert row is not None and row.status == ProviderCallStatus.FAILED
+    assert row.error_code == "PROVIDER_ERROR"
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_transient_answers_release_the_reservation(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient, status: int
+) -> None:
+    ledger, key, name = Ledger(engine), _key(), f"flaky{status}"
+    provider.plan(name, Reply(status, {"Retry-After": "3"}))
+    call = _charge(http, provider.url_for(name))
+
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.run(key, call, provider="acme", operation="charge")
+    assert caught.value.non_retryable is False
+    assert caught.value.type == ("RATE_LIMITED" if status == 429 else "PROVIDER_ERROR")
+    assert caught.value.next_retry_delay == timedelta(seconds=3)
+    assert ledger.lookup(key) is None
+
+    assert await ledger.run(key, call, provider="acme", operation="charge") == {"id": f"{name}-2"}
+    assert provider.hits[name] == 2
+
+
+async def test_connection_refused_releases_even_a_non_repeatable_call(
+    engine: Engine, http: httpx.AsyncClient, provider: FakeProvider
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    closed = f"http://127.0.0.1:{free_port()}/charge"
+
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.run(key, _charge(http, closed), provider="acme", operation="charge")
+
+    assert caught.value.non_retryable is False
+    assert ledger.lookup(key) is None
+    result = await ledger.run(
+        key, _charge(http, provider.url_for("later")), provider="acme", operation="charge"
+    )
+    assert result == {"id": "later-1"}
+
+
+async def test_timeout_of_a_non_repeatable_call_is_an_unknown_outcome(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    provider.plan("hang", Reply(delay=2))
+    call = _charge(http, provider.url_for("hang"), timeout=0.2)
+
+    with pytest.raises(ApplicationError) as first:
+        await ledger.run(key, call, provider="acme", operation="charge")
+    with pytest.raises(ApplicationError) as again:
+        await ledger.run(key, call, provider="acme", operation="charge")
+
+    for failure in (first.value, again.value):
+        assert failure.type == "UNKNOWN_OUTCOME"
+        assert failure.non_retryable is True
+    assert provider.hits["hang"] == 1
+    row = ledger.lookup(key)
+    assert row is not None and row.status == ProviderCallStatus.UNKNOWN
+    assert row.error_message == "call to acme timed out"
+
+
+async def test_timeout_of_a_repeatable_call_is_retried(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    provider.plan("hang-once", Reply(delay=2))
+    call = _charge(http, provider.url_for("hang-once"), timeout=0.2)
+
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.run(key, call, provider="acme", operation="get", repeatable=True)
+    assert caught.value.non_retryable is False
+    assert ledger.lookup(key) is None
+    result = await ledger.run(key, call, provider="acme", operation="get", repeatable=True)
+    assert result == {"id": "hang-once-2"}
+
+
+def _crashed_reservation(engine: Engine, key: str, *, expired: bool) -> None:
+    """What an attempt leaves behind when its worker dies between reserve and record."""
+    offset = timedelta(minutes=-1) if expired else timedelta(minutes=4)
+    with Session(engine) as session:
+        session.add(
+            ProviderCall(
+                idempotency_key=key,
+                provider="acme",
+                operation="charge",
+                reserved_until=utcnow() + offset,
+            )
+        )
+        session.commit()
+
+
+async def test_crash_between_reserve_and_record_repeatable_calls_again(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    _crashed_reservation(engine, key, expired=True)
+
+    result = await ledger.run(
+        key,
+        _charge(http, provider.url_for("again")),
+        provider="acme",
+        operation="charge",
+        repeatable=True,
+    )
+
+    assert result == {"id": "again-1"}
+    row = ledger.lookup(key)
+    assert row is not None
+    assert (row.status, row.attempts) == (ProviderCallStatus.SUCCEEDED, 2)
+
+
+async def test_crash_between_reserve_and_record_non_repeatable_is_unknown_outcome(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    _crashed_reservation(engine, key, expired=True)
+    call = _charge(http, provider.url_for("never"))
+
+    for _ in range(2):
+        with pytest.raises(ApplicationError) as caught:
+            await ledger.run(key, call, provider="acme", operation="charge")
+        assert caught.value.type == "UNKNOWN_OUTCOME"
+        assert caught.value.non_retryable is True
+
+    assert provider.hits["never"] == 0
+    row = ledger.lookup(key)
+    assert row is not None and row.status == ProviderCallStatus.UNKNOWN
+
+
+async def test_live_lease_is_retryable_call_in_progress(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine, in_progress_retry=timedelta(seconds=2)), _key()
+    _crashed_reservation(engine, key, expired=False)
+
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.run(
+            key,
+            _charge(http, provider.url_for("busy")),
+            provider="acme",
+            operation="charge",
+            repeatable=True,
+        )
+
+    assert caught.value.type == "CALL_IN_PROGRESS"
+    assert caught.value.non_retryable is False
+    assert caught.value.next_retry_delay == timedelta(seconds=2)
+    assert provider.hits["busy"] == 0
+    row = ledger.lookup(key)
+    assert row is not None and row.status == ProviderCallStatus.RESERVED
+
+
+async def test_concurrent_attempts_call_once(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    provider.plan("contended", Reply(body={"id": "ch_1"}, delay=0.5))
+    call = _charge(http, provider.url_for("contended"))
+
+    outcomes = await asyncio.gather(
+        *(ledger.run(key, call, provider="acme", operation="charge") for _ in range(5)),
+        return_exceptions=True,
+    )
+
+    assert provider.hits["contended"] == 1
+    assert outcomes.count({"id": "ch_1"}) == 1
+    failures = [o for o in outcomes if isinstance(o, ApplicationError)]
+    assert len(failures) == 4
+    assert all(f.type == "CALL_IN_PROGRESS" and not f.non_retryable for f in failures)
+    assert await ledger.run(key, call, provider="acme", operation="charge") == {"id": "ch_1"}
+
+
+async def test_a_late_attempt_cannot_release_or_record_over_its_successor(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    """The first attempt outlives its lease; the second takes over and records."""
+    ledger, key = Ledger(engine, lease=timedelta(milliseconds=300)), _key()
+    provider.plan("late", Reply(503, delay=1.0), Reply(body={"id": "ch_2"}, delay=1.0))
+    call = _charge(http, provider.url_for("late"))
+
+    first = asyncio.create_task(
+        ledger.run(key, call, provider="acme", operation="charge", repeatable=True)
+    )
+    await asyncio.sleep(0.6)  # the first attempt's lease has run out; it is still calling
+    second = asyncio.create_task(
+        ledger.run(key, call, provider="acme", operation="charge", repeatable=True)
+    )
+    with pytest.raises(ApplicationError):
+        await first  # its 503 must not delete the second attempt's reservation
+    row = ledger.lookup(key)
+    assert row is not None and (row.status, row.attempts) == (ProviderCallStatus.RESERVED, 2)
+
+    assert await second == {"id": "ch_2"}
+    row = ledger.lookup(key)
+    assert row is not None and (row.status, row.attempts) == (ProviderCallStatus.SUCCEEDED, 2)
+
+
+async def test_cancellation_propagates_and_leaves_the_outcome_unknown(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    provider.plan("cancelled", Reply(delay=2))
+    task = asyncio.create_task(
+        ledger.run(
+            key, _charge(http, provider.url_for("cancelled")), provider="acme", operation="charge"
+        )
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = ledger.lookup(key)
+    assert row is not None and row.status == ProviderCallStatus.UNKNOWN
+
+
+async def test_an_application_error_raised_by_the_call_is_not_its_own_cause(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    """Temporal's failure converter walks __cause__; a self-cause recursed forever."""
+    ledger, key = Ledger(engine), _key()
+    provider.plan("gone", Reply(404))
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.run(
+            key, _charge(http, provider.url_for("gone")), provider="acme", operation="charge"
+        )
+    assert caught.value.__cause__ is not caught.value
+
+
+async def test_concurrent_workflow_runs_with_one_key_call_the_provider_once(
+    engine: Engine,
+    provider: FakeProvider,
+    http: httpx.AsyncClient,
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    queue, key = task_queue(), _key()
+    provider.plan("workflow-charge", Reply(body={"id": "ch_wf"}, delay=1.0))
+    activities = ChargeActivities(
+        Ledger(engine, in_progress_retry=timedelta(milliseconds=200)), http
+    )
+    params = ChargeInput(key, provider.url_for("workflow-charge"))
+
+    async with Worker(
+        temporal_env.client,
+        task_queue=queue,
+        workflows=[ChargeWorkflow],
+        activities=[activities.charge],
+    ):
+        results = await asyncio.gather(
+            *(
+                temporal_env.client.execute_workflow(
+                    ChargeWorkflow.run,
+                    params,
+                    id=f"charge-{uuid.uuid4().hex[:8]}",
+                    task_queue=queue,
+                )
+                for _ in range(3)
+            )
+        )
+
+    assert results == [{"id": "ch_wf"}] * 3
+    assert provider.hits["workflow-charge"] == 1
