@@ -2,6 +2,14 @@
 
 from sqlmodel import SQLModel
 
+from relay.core.models.integrations import (
+    Integration,
+    IntegrationCredential,
+    IntegrationCredentialAccess,
+    IntegrationStatus,
+    IntegrationSyncLog,
+    OAuthState,
+)
 from relay.core.models.platform import ApiKey, ProviderCall, ProviderCallStatus
 from relay.core.models.webhooks import (
     AttemptTrigger,
@@ -18,6 +26,12 @@ __all__ = [
     "ApiKey",
     "AttemptTrigger",
     "DeliveryStatus",
+    "Integration",
+    "IntegrationCredential",
+    "IntegrationCredentialAccess",
+    "IntegrationStatus",
+    "IntegrationSyncLog",
+    "OAuthState",
     "ProviderCall",
     "ProviderCallStatus",
     "WebhookAttempt",
