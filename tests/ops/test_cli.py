@@ -1,0 +1,183 @@
+"""The `relay` command as an operator runs it: a real process, a real database, the real API."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
+
+from relay.core.settings import Settings
+from tests.conftest import Stack, settings_env
+
+
+def relay(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("relay: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def cli_env(make_settings: Callable[..., Settings], database_url: str) -> dict[str, str]:
+    return settings_env(make_settings(database_url=database_url))
+
+
+def database_url_of(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def test_keys_create_prints_the_key_alone_and_stores_only_its_hash(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = cli_env(make_settings, database_url_of(engine))
+
+    created = relay("keys", "create", "billing-service", env=env, cwd=tmp_path)
+
+    assert created.returncode == 0, created.stderr
+    raw = created.stdout.strip().splitlines()[-1]
+    assert raw.startswith("rk_") and " " not in raw and len(raw) > 40
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM api_keys")).mappings().all()
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["name"] == "billing-service"
+    assert row["key_hash"] == hashlib.sha256(raw.encode()).hexdigest()
+    assert all(raw not in str(value) for value in row.values())
+
+    listed = relay("keys", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "billing-service" in listed.stdout and "active" in listed.stdout
+    assert raw[:10] in listed.stdout and raw not in listed.stdout
+
+
+def test_duplicate_and_unknown_names_are_one_line_errors(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = cli_env(make_settings, database_url_of(engine))
+    assert relay("keys", "create", "ops", env=env, cwd=tmp_path).returncode == 0
+
+    assert_one_line_error(relay("keys", "create", "ops", env=env, cwd=tmp_path), "'ops' exists")
+    assert_one_line_error(relay("keys", "revoke", "nobody", env=env, cwd=tmp_path), "'nobody'")
+    assert_one_line_error(relay("keys", "create", " ", env=env, cwd=tmp_path), "1 to 100")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar_one() == 1
+
+
+async def test_revoked_key_gets_401_with_the_envelope(
+    stack: Stack, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = cli_env(make_settings, database_url_of(stack.engine))
+    created = relay("keys", "create", "to-revoke", env=env, cwd=tmp_path)
+    raw = created.stdout.strip().splitlines()[-1]
+
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
+        headers = {"Authorization": f"Bearer {raw}"}
+        assert (await http.get("/v1/runs", headers=headers)).status_code == 200
+
+        revoked = relay("keys", "revoke", "to-revoke", env=env, cwd=tmp_path)
+        assert revoked.returncode == 0, revoked.stderr
+
+        for response in (
+            await http.get("/v1/runs", headers=headers),
+            await http.get("/v1/runs"),
+            await http.get("/v1/runs", headers={"Authorization": "Bearer rk_not-a-key"}),
+        ):
+            assert response.status_code == 401
+            body = response.json()
+            assert body["success"] is False
+            assert body["error"]["code"] == "UNAUTHORIZED"
+            assert body["error"]["message"]
+
+    listed = relay("keys", "list", env=env, cwd=tmp_path)
+    assert "revoked" in listed.stdout
+
+
+def test_migrate_creates_the_schema_and_is_idempotent(
+    database_url: str, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = cli_env(make_settings, database_url)
+    for _ in range(2):
+        result = relay("migrate", env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "up to date" in result.stdout
+
+    from relay.core.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"api_keys", "provider_calls", "alembic_version"} <= tables
+
+
+def test_default_database_lives_under_data_dir(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "RELAY_"))}
+    env["DATA_DIR"] = str(tmp_path / "state")
+    result = relay("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "state" / "relay.db").is_file()
+
+
+def test_unusable_database_urls_are_one_line_errors(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    unreachable = cli_env(
+        make_settings, "postgresql+psycopg://relay:hunter2-secret@127.0.0.1:1/relay"
+    )
+    line = assert_one_line_error(
+        relay("keys", "list", env=unreachable, cwd=tmp_path), "not reachable"
+    )
+    assert "hunter2-secret" not in line
+
+    for url in ("bogus://relay:hunter2-secret@host/db", "not a url"):
+        line = assert_one_line_error(
+            relay("migrate", env=cli_env(make_settings, url), cwd=tmp_path), "DATABASE_URL"
+        )
+        assert "hunter2-secret" not in line
+
+
+def test_production_refuses_development_defaults_naming_each(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "RELAY_", "ENCRYPTION_", "PUBLIC_BASE"))
+    }
+    env.update(RELAY_ENV="production", DATA_DIR=str(tmp_path / "state"))
+    for command in (["keys", "list"], ["migrate"], ["worker"], ["api"]):
+        assert_one_line_error(
+            relay(*command, env=env, cwd=tmp_path),
+            "RELAY_ENV=production",
+            "ENCRYPTION_KEYS",
+            "DATABASE_URL",
+            "PUBLIC_BASE_URL",
+        )
+    assert not (tmp_path / "state" / "relay.db").exists()
+
+
+def test_invalid_setting_is_a_one_line_error(tmp_path: Path) -> None:
+    env = dict(os.environ, DATA_DIR=str(tmp_path / "state"), API_PORT="eighty")
+    assert_one_line_error(relay("migrate", env=env, cwd=tmp_path), "API_PORT")
