@@ -2,8 +2,9 @@
 
 Temporal's `workflow.logger` and `activity.logger` attach `temporal_workflow` and
 `temporal_activity` to each record; the formatter lifts their ids to the top level.
-A redacting filter masks anything shaped like a credential, as a last line of
-defence: code never logs a secret on purpose.
+Records logged inside a traced request or activity carry `traceId` and `spanId`, so
+a log line leads to its trace. A redacting filter masks anything shaped like a
+credential, as a last line of defence: code never logs a secret on purpose.
 """
 
 from __future__ import annotations
@@ -15,20 +16,35 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
+# (pattern, replacement): the replacement keeps the label so a reader sees what was masked.
 _SECRET_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"\b(whsec_|rk_|sk_live_|sk_test_)[A-Za-z0-9+/=_-]+"),
-    re.compile(
-        r"(?i)((?:access|refresh|id)_token|client_secret|password|code_verifier)"
-        r"([\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
+    # Authorization header values.
+    (re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),
+    # Relay API keys, webhook signing secrets, Stripe keys.
+    (
+        re.compile(r"\b(whsec_|rk_|sk_live_|sk_test_)[A-Za-z0-9+/=_-]+"),
+        r"\1[REDACTED]",
     ),
+    # key=value and "key": "value" pairs whose key names a secret.
+    (
+        re.compile(
+            r"(?i)((?:access|refresh|id)_token|client_secret|password|code_verifier"
+            r"|api_key|secret_key|auth_token|encryption_keys)"
+            r"([\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
+        ),
+        r"\1\2[REDACTED]",
+    ),
+    # Passwords in URLs (postgresql://user:password@host/db).
+    (re.compile(r"(://[^:/@\s]+:)[^@\s/]+@"), r"\1[REDACTED]@"),
 ]
 
 
 def redact(text: str) -> str:
-    text = _SECRET_PATTERNS[0].sub(r"\1[REDACTED]", text)
-    text = _SECRET_PATTERNS[1].sub(r"\1[REDACTED]", text)
-    return _SECRET_PATTERNS[2].sub(r"\1\2[REDACTED]", text)
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class RedactingFilter(logging.Filter):
@@ -59,9 +75,20 @@ class JsonFormatter(logging.Formatter):
             entry["activityId"] = activity_info.get("activity_id")
             entry["activityType"] = activity_info.get("activity_type")
             entry["attempt"] = activity_info.get("attempt")
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["traceId"] = format(span_context.trace_id, "032x")
+            entry["spanId"] = format(span_context.span_id, "016x")
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines for a terminal; tracebacks are redacted like messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
@@ -70,7 +97,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -2,8 +2,13 @@
 
 The API is instrumented by opentelemetry-instrumentation-fastapi; the Temporal
 client and worker carry the context through `TracingInterceptor` (see
-`relay.core.temporal.connect`). Spans are exported over OTLP/HTTP when
-OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise tracing is a no-op.
+`relay.core.temporal.connect`), so the worker's workflow and activity spans join
+the trace of the request that started the run. Spans are exported over OTLP/HTTP
+when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise tracing is a no-op.
+
+OpenTelemetry allows one global tracer provider per process. Relay installs it on
+the first call that has somewhere to send spans; later calls that bring a span
+processor (tests, an embedding application) add it to that same provider.
 """
 
 from __future__ import annotations
@@ -15,21 +20,30 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from relay.core.settings import Settings
 
-_configured = False
+_provider: TracerProvider | None = None
 
 
-def configure_tracing(settings: Settings, *, processor: SpanProcessor | None = None) -> None:
-    """Install a tracer provider once per process, when there is somewhere to send spans."""
-    global _configured
-    if _configured or (processor is None and not settings.otel_exporter_otlp_endpoint):
-        return
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.otel_service_name}))
+def configure_tracing(
+    settings: Settings, *, processor: SpanProcessor | None = None
+) -> TracerProvider | None:
+    """Install Relay's tracer provider (once per process) and add `processor` to it.
+
+    Returns the provider, or None while tracing is off (no endpoint, no processor).
+    """
+    global _provider
+    if _provider is None:
+        if processor is None and not settings.otel_exporter_otlp_endpoint:
+            return None
+        provider = TracerProvider(
+            resource=Resource.create({SERVICE_NAME: settings.otel_service_name})
+        )
+        if settings.otel_exporter_otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        trace.set_tracer_provider(provider)
+        _provider = provider
     if processor is not None:
-        provider.add_span_processor(processor)
-    if settings.otel_exporter_otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    trace.set_tracer_provider(provider)
-    _configured = True
+        _provider.add_span_processor(processor)
+    return _provider

@@ -1,0 +1,234 @@
+"""Observability: one trace from an HTTP request into the activities; logs with ids, no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sqlalchemy.engine import Engine
+from temporalio.testing import WorkflowEnvironment
+
+from relay.api.app import create_app
+from relay.api.deps import TemporalDep
+from relay.core.crypto import Keyring
+from relay.core.ledger import Ledger
+from relay.core.logging import JsonFormatter, RedactingFilter, configure_logging, redact
+from relay.core.settings import Settings
+from relay.core.telemetry import configure_tracing
+from relay.core.temporal import connect
+from relay.worker import WorkerContext, build_worker
+from tests.conftest import ServerThread, eventually, task_queue
+from tests.support.ops_workflows import (
+    LEAKED_TOKEN,
+    ChattyInput,
+    ChattyWorkflow,
+    chatty_activity,
+)
+from tests.support.workflows import EchoInput, EchoWorkflow, echo_activity
+
+
+@pytest.fixture
+def spans(make_settings: Callable[..., Settings]) -> InMemorySpanExporter:
+    """Spans this test produces, through Relay's own tracer provider."""
+    exporter = InMemorySpanExporter()
+    configure_tracing(make_settings(), processor=SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def traced_settings(
+    temporal_env: WorkflowEnvironment, engine: Engine, make_settings: Callable[..., Settings]
+) -> Settings:
+    return make_settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        temporal_task_queue=task_queue(),
+    )
+
+
+def one(spans: list[ReadableSpan], predicate: Callable[[ReadableSpan], bool]) -> ReadableSpan:
+    found = [span for span in spans if predicate(span)]
+    assert len(found) == 1, [span.name for span in spans]
+    return found[0]
+
+
+async def test_one_trace_from_http_request_through_workflow_into_activity(
+    spans: InMemorySpanExporter, traced_settings: Settings, engine: Engine, keyring: Keyring
+) -> None:
+    settings = traced_settings
+    workflow_id = f"traced-{uuid.uuid4().hex[:8]}"
+    # The worker's client is Relay's own, so it carries the tracing interceptor.
+    client = await connect(settings, keyring)
+    worker = build_worker(
+        WorkerContext(settings, engine, keyring, client, Ledger(engine)),
+        extra_workflows=[EchoWorkflow],
+        extra_activities=[echo_activity],
+    )
+    app = create_app(settings, engine=engine, keyring=keyring, extra_workflows=[EchoWorkflow])
+
+    @app.post("/test/echo")
+    async def start_echo(temporal: TemporalDep) -> dict[str, Any]:
+        handle = await temporal.start_workflow(
+            EchoWorkflow.run,
+            EchoInput("traced", entity_id=workflow_id),
+            id=workflow_id,
+            task_queue=settings.temporal_task_queue,
+        )
+        return {"workflowId": handle.id}
+
+    async with worker:
+        with ServerThread(app) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                response = await http.post("/test/echo")
+            assert response.status_code == 200, response.text
+            handle = client.get_workflow_handle(workflow_id)
+
+            async def echoed() -> bool:
+                return bool((await handle.query(EchoWorkflow.state)).echoes)
+
+            await eventually(echoed)
+            await handle.signal(EchoWorkflow.finish)
+            assert await handle.result() == "echo: traced"
+
+    finished = list(spans.get_finished_spans())
+    request = one(
+        finished, lambda s: s.kind == SpanKind.SERVER and s.name.startswith("POST /test/echo")
+    )
+    trace_id = request.context.trace_id
+    start = one(finished, lambda s: s.name == "StartWorkflow:EchoWorkflow")
+    run_activity = one(finished, lambda s: s.name == "RunActivity:echo_activity")
+    assert start.context.trace_id == trace_id
+    assert run_activity.context.trace_id == trace_id
+    assert any(
+        s.name == "RunWorkflow:EchoWorkflow" and s.context.trace_id == trace_id for s in finished
+    )
+
+
+class Lines(logging.Handler):
+    """Collects formatted records, as the JSON log handler would write them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(JsonFormatter())
+        self.addFilter(RedactingFilter())
+        self.entries: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entries.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Lines]:
+    handler = Lines()
+    loggers = [logging.getLogger("temporalio.workflow"), logging.getLogger("temporalio.activity")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    yield handler
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def test_logs_carry_workflow_activity_and_trace_ids_and_no_secret(
+    spans: InMemorySpanExporter,
+    traced_settings: Settings,
+    engine: Engine,
+    keyring: Keyring,
+    log_lines: Lines,
+) -> None:
+    settings = traced_settings
+    client = await connect(settings, keyring)
+    worker = build_worker(
+        WorkerContext(settings, engine, keyring, client, Ledger(engine)),
+        extra_workflows=[ChattyWorkflow],
+        extra_activities=[chatty_activity],
+    )
+    workflow_id = f"chatty-{uuid.uuid4().hex[:8]}"
+    async with worker:
+        with trace.get_tracer("tests").start_as_current_span("operator request") as span:
+            result = await client.execute_workflow(
+                ChattyWorkflow.run,
+                ChattyInput("order-7"),
+                id=workflow_id,
+                task_queue=settings.temporal_task_queue,
+            )
+    assert result == "done order-7"
+    trace_id = format(span.get_span_context().trace_id, "032x")
+
+    mine = [entry for entry in log_lines.entries if entry.get("workflowId") == workflow_id]
+    workflow_entry = next(e for e in mine if e["message"].startswith("starting for order-7"))
+    assert workflow_entry["workflowType"] == "ChattyWorkflow"
+    assert workflow_entry["runId"]
+    activity_entries = [e for e in mine if e.get("activityType") == "chatty_activity"]
+    assert len(activity_entries) == 2
+    for entry in activity_entries:
+        assert entry["activityId"] and entry["attempt"] == 1
+        assert entry["traceId"] == trace_id
+        assert "[REDACTED]" in entry["message"]
+    assert LEAKED_TOKEN not in json.dumps(log_lines.entries)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Bearer rk_abc123secretvalue", "abc123secretvalue"),
+        ("Authorization: Basic dXNlcjpodW50ZXIy", "dXNlcjpodW50ZXIy"),
+        ("signing with whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ("stripe key sk_test_51Habcdef", "51Habcdef"),
+        ("token response {'access_token': 'ya29.a0Af', 'x': 1}", "ya29.a0Af"),
+        ('{"refresh_token": "1//0gLx", "expires_in": 3600}', "1//0gLx"),
+        ("grant_type=refresh_token&client_secret=s3cr3t&code_verifier=v3r", "s3cr3t"),
+        ("code_verifier=abcverifier", "abcverifier"),
+        ("password=hunter2", "hunter2"),
+        ("connecting to postgresql+psycopg://relay:hunter2@db:5432/relay", "hunter2"),
+        ("ENCRYPTION_KEYS=k1:AAAABBBBCCCC", "AAAABBBBCCCC"),
+    ],
+)
+def test_redact_masks_credentials(text: str, secret: str) -> None:
+    cleaned = redact(text)
+    assert secret not in cleaned
+    assert "[REDACTED]" in cleaned
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    text = "delivered event evt_123 to https://example.com/hooks in 120 ms (attempt 2)"
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_configured_handler_redacts_messages_and_tracebacks(fmt: str) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", fmt)  # type: ignore[arg-type]
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        log = logging.getLogger("relay.test")
+        log.info("refreshing with refresh_token=%s", "1//secret-refresh")
+        try:
+            raise ValueError("client_secret=from-an-exception")
+        except ValueError:
+            log.exception("provider call failed")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    output = stream.getvalue()
+    assert "1//secret-refresh" not in output and "from-an-exception" not in output
+    assert output.count("[REDACTED]") >= 2
+    if fmt == "json":
+        entries = [json.loads(line) for line in output.splitlines()]
+        assert entries[0]["logger"] == "relay.test" and entries[0]["level"] == "info"
+        assert "exception" in entries[1]
