@@ -49,11 +49,18 @@ class WorkerContext:
 def build_activities(context: WorkerContext) -> list[Callable[..., Any]]:
     """Every activity, as bound methods of provider classes that hold their clients."""
     activities: list[Callable[..., Any]] = []
+    from relay.activities.webhooks import WebhookActivities
+
+    webhooks = WebhookActivities(context)
+    activities += [webhooks.pump_deliveries, webhooks.deliver_retries, webhooks.retry_delivery]
     return activities
 
 
 async def start_long_lived_workflows(context: WorkerContext) -> None:
     """Workflows that must always run (idempotent: an existing run is left alone)."""
+    from relay.core.webhooks.dispatcher import start_dispatchers
+
+    await start_dispatchers(context.client, context.settings)
 
 
 def build_worker(

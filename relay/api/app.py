@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from relay import __version__
 from relay.api.errors import install_error_handlers
-from relay.api.routes import codec, health, runs
+from relay.api.routes import codec, deliveries, events, health, runs, webhooks
 from relay.api.temporal_gateway import TemporalGateway
 from relay.core.crypto import Keyring, load_keyring
 from relay.core.db import make_engine
@@ -79,7 +79,7 @@ def create_app(
         allow_methods=["POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
     )
-    for module in (health, runs, codec):
+    for module in (health, runs, codec, webhooks, events, deliveries):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready")
     return app

@@ -15,6 +15,9 @@ from temporalio import workflow
 def all_workflows() -> list[type]:
     # Imported inside the function so importing the registry stays cheap for the API.
     workflows: list[type] = []
+    from relay.workflows.webhook_dispatch import WebhookDispatchWorkflow
+
+    workflows.append(WebhookDispatchWorkflow)
     return workflows
 
 
