@@ -67,7 +67,9 @@ class Receiver:
         n = self.counts.get(name, 0)
         self.counts[name] = n + 1
         self.received.append(
-            Received(request.path, {k.lower(): v for k, v in request.headers.items()}, body, time.time())
+            Received(
+                request.path, {k.lower(): v for k, v in request.headers.items()}, body, time.time()
+            )
         )
         if name in self.delay:
             await asyncio.sleep(self.delay[name])
