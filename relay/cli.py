@@ -130,6 +130,29 @@ def keys_revoke(name: str) -> None:
     typer.echo(f"revoked API key {name!r}")
 
 
+@keys.command("rotate-tokens")
+def keys_rotate_tokens() -> None:
+    """Re-encrypt every stored OAuth token with the current (first) key of ENCRYPTION_KEYS."""
+    from relay.core.crypto import load_keyring
+    from relay.core.oauth.tokens import count_stale, rotate_tokens
+
+    settings = _settings()
+    keyring = load_keyring(
+        settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
+        settings.dev_keys_file,
+    )
+    engine = _engine(settings)
+    stale, total = count_stale(engine, keyring)
+    with typer.progressbar(length=stale, label=f"re-encrypting under {keyring.current_kid}") as bar:
+        report = rotate_tokens(engine, keyring, progress=bar.update)
+    typer.echo(
+        f"{report.reencrypted} of {total} integrations re-encrypted with key "
+        f"{keyring.current_kid!r} ({report.current} already were"
+        + (f", {report.skipped} changed meanwhile" if report.skipped else "")
+        + f"); {report.states} pending authorizations re-sealed"
+    )
+
+
 def main() -> None:
     try:
         app()

@@ -53,6 +53,9 @@ def build_activities(context: WorkerContext) -> list[Callable[..., Any]]:
 
     webhooks = WebhookActivities(context)
     activities += [webhooks.pump_deliveries, webhooks.deliver_retries, webhooks.retry_delivery]
+    from relay.activities.oauth import oauth_activities
+
+    activities += oauth_activities(context)
     return activities
 
 

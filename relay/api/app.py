@@ -12,10 +12,20 @@ from sqlalchemy.engine import Engine
 
 from relay import __version__
 from relay.api.errors import install_error_handlers
-from relay.api.routes import codec, deliveries, events, health, runs, webhooks
+from relay.api.routes import (
+    codec,
+    deliveries,
+    events,
+    health,
+    integrations,
+    providers,
+    runs,
+    webhooks,
+)
 from relay.api.temporal_gateway import TemporalGateway
 from relay.core.crypto import Keyring, load_keyring
 from relay.core.db import make_engine
+from relay.core.oauth.catalog import load_catalog
 from relay.core.settings import Settings, load_settings
 from relay.core.telemetry import configure_tracing
 from relay.core.temporal import connect
@@ -79,7 +89,9 @@ def create_app(
         allow_methods=["POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
     )
-    for module in (health, runs, codec, webhooks, events, deliveries):
+    # OAuth: a bad PROVIDERS_FILE stops start-up with a ConfigError naming entry and field.
+    app.state.catalog = load_catalog(settings.providers_file)
+    for module in (health, runs, codec, webhooks, events, deliveries, integrations, providers):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready")
     return app

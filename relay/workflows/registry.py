@@ -18,6 +18,9 @@ def all_workflows() -> list[type]:
     from relay.workflows.webhook_dispatch import WebhookDispatchWorkflow
 
     workflows.append(WebhookDispatchWorkflow)
+    from relay.workflows.integration import IntegrationWorkflow
+
+    workflows.append(IntegrationWorkflow)
     return workflows
 
 
