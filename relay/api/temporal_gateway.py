@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from relay.core.errors import ErrorCode, RelayError
+
+# A server that accepts the connection but never answers must not hold requests for the
+# SDK's own 30-second timeout: they get 503 TEMPORAL_UNAVAILABLE after this instead.
+CONNECT_TIMEOUT = timedelta(seconds=5)
 
 UNAVAILABLE_STATUSES = frozenset(
     {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
@@ -36,7 +41,8 @@ class TemporalGateway:
         async with self._lock:
             if self._client is None:
                 try:
-                    self._client = await self._connect()
+                    async with asyncio.timeout(CONNECT_TIMEOUT.total_seconds()):
+                        self._client = await self._connect()
                 except Exception as exc:  # connect failures are RuntimeErrors from the core SDK
                     raise RelayError(
                         ErrorCode.TEMPORAL_UNAVAILABLE, "Temporal is not reachable"

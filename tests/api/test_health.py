@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +54,27 @@ async def test_ready_is_503_naming_temporal_when_it_is_unreachable(
             "details": {"database": "ok", "temporal": "down"},
         },
     }
+
+
+async def test_ready_answers_503_when_temporal_accepts_but_never_answers(
+    engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    """A hung server (TCP accepted, no gRPC answer) is reported, not waited on."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        settings = make_settings(temporal_address=address)
+        key = new_key(engine)
+        with ServerThread(create_app(settings, engine=engine)) as server:
+            # The client timeout only guards against a hang; Relay answers well before it.
+            async with httpx.AsyncClient(base_url=server.url, timeout=25) as http:
+                ready = await http.get("/ready")
+                runs = await http.get("/v1/runs", headers=bearer(key))
+    assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE"
+    assert runs.status_code == 503
+    assert runs.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE"
 
 
 async def test_ready_is_503_naming_the_database_when_it_is_unreachable(

@@ -29,9 +29,12 @@ def _ping_database(request: Request) -> None:
 
 
 async def _temporal_reachable(request: Request) -> bool:
+    # One bound for connecting and asking: a server that accepts connections but never
+    # answers would otherwise hold /ready for the SDK's own 30-second timeout.
     try:
-        client = await request.app.state.temporal.client()
-        return await client.service_client.check_health(timeout=READY_TIMEOUT)  # type: ignore[no-any-return]
+        async with asyncio.timeout(READY_TIMEOUT.total_seconds()):
+            client = await request.app.state.temporal.client()
+            return await client.service_client.check_health(timeout=READY_TIMEOUT)  # type: ignore[no-any-return]
     except (RelayError, Exception):
         return False
 
