@@ -95,10 +95,14 @@ class Recording:
         app = create_app(
             settings, engine=engine, keyring=keyring, extra_workflows=self.extra_workflows
         )
+        server = ServerThread(app)
+        if "public_base_url" not in overrides:
+            # Providers send the browser back to PUBLIC_BASE_URL's callback: this API.
+            settings.public_base_url = server.url
         try:
             async with worker:
                 await start_long_lived_workflows(context)
-                with ServerThread(app) as server:
+                with server:
                     yield RecordingStack(settings, client, server.url, api_key, context)
         finally:
             for close in context.closers:
