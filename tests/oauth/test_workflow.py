@@ -1,0 +1,309 @@
+"""IntegrationWorkflow on the time-skipping server, against the real authlib-built provider.
+
+Hours and days of token lifetimes pass in seconds; every exchange, refresh and
+revocation is a real HTTP request to the provider on loopback, and every token a real
+row in the database (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from relay.core.crypto import Keyring
+from relay.core.oauth.flow import consume_state
+from relay.core.oauth.tokens import TokenStore
+from relay.core.settings import Settings
+from relay.workflows.integration import (
+    DisconnectRequest,
+    IntegrationWorkflow,
+    RefreshRequest,
+)
+from tests.oauth.conftest import (
+    PROVIDER,
+    authorize,
+    begin_connection,
+    events_of,
+    integration_row,
+    oauth_worker,
+    query_of,
+    sync_logs,
+)
+from tests.oauth.provider import AuthServer
+
+pytestmark = pytest.mark.slow
+
+
+async def test_scheduled_refresh_stores_each_rotated_refresh_token(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server(rotate_refresh_tokens=True, expires_in=3600)
+    settings = oauth_settings({PROVIDER: server.catalog_entry(token_expiration_buffer=300)})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER
+        )
+        assert connection.outcome is not None and connection.outcome.connected
+        assert server.state.pkce_verified == 1
+
+        # Tokens live an hour and are replaced 5 minutes before: 6 refreshes in 6 hours.
+        await time_skipping_env.sleep(timedelta(hours=6, minutes=1))
+        state = await connection.handle.query(IntegrationWorkflow.state)
+
+    assert state.status == "CONNECTED"
+    assert server.state.refresh_count == state.refresh_count >= 6
+    # Each refresh rotated the refresh token; reusing a revoked one would have killed the
+    # grant (the provider revokes everything on reuse), so every refresh used the latest.
+    stored = TokenStore(engine, keyring).read(connection.integration_id)
+    assert stored is not None
+    assert [stored.refresh_token] == server.state.live_refresh_tokens()
+    assert stored.access_token == server.state.tokens[-1].access_token
+    refreshes = [
+        log for log in sync_logs(engine, connection.integration_id) if log.action == "token_refresh"
+    ]
+    assert len(refreshes) == state.refresh_count
+    assert all(log.status == "COMPLETED" and log.meta["refreshTokenRotated"] for log in refreshes)
+    assert events_of(engine, connection.integration_id) == ["integration.connected"]
+
+
+async def test_refresh_keeps_the_old_refresh_token_when_none_is_returned(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server(rotate_refresh_tokens=False, expires_in=3600)
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER
+        )
+        original = TokenStore(engine, keyring).read(connection.integration_id)
+        await time_skipping_env.sleep(timedelta(hours=3, minutes=1))
+        state = await connection.handle.query(IntegrationWorkflow.state)
+
+    assert state.refresh_count >= 3 and state.status == "CONNECTED"
+    stored = TokenStore(engine, keyring).read(connection.integration_id)
+    assert original is not None and stored is not None
+    assert stored.refresh_token == original.refresh_token
+    assert stored.access_token != original.access_token
+    assert stored.version == original.version + state.refresh_count
+
+
+async def test_idle_connection_is_refreshed_daily(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    # Tokens without expires_in never expire, but providers revoke unused refresh tokens.
+    server = auth_server(expires_in=None)
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER
+        )
+        await time_skipping_env.sleep(timedelta(days=3, hours=1))
+        state = await connection.handle.query(IntegrationWorkflow.state)
+
+    assert state.expires_at is None
+    assert server.state.refresh_count == state.refresh_count == 3
+    reasons = [
+        log.meta["reason"]
+        for log in sync_logs(engine, connection.integration_id)
+        if log.action == "token_refresh"
+    ]
+    assert reasons == ["idle", "idle", "idle"]
+
+
+async def test_invalid_grant_marks_needs_reauth_and_publishes_an_error(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server(expires_in=3600)
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER
+        )
+        server.state.fail_refresh.append("invalid_grant")
+        await time_skipping_env.sleep(timedelta(hours=2))
+        state = await connection.handle.query(IntegrationWorkflow.state)
+        assert state.status == "NEEDS_REAUTH"
+        assert "invalid_grant" in (state.last_error or "")
+        # invalid_grant is not retried: one attempt at the provider.
+        assert server.state.refresh_attempts == 1
+
+        # Refresh-now reports the provider's reason; the workflow stays for a disconnect.
+        with pytest.raises(WorkflowUpdateFailedError) as failed:
+            await connection.handle.execute_update(
+                IntegrationWorkflow.refresh, RefreshRequest(force=True)
+            )
+        assert isinstance(failed.value.cause, ApplicationError)
+        assert failed.value.cause.type == "REFRESH_FAILED"
+        assert "invalid_grant" in failed.value.cause.message
+        outcome = await connection.handle.execute_update(
+            IntegrationWorkflow.disconnect, DisconnectRequest()
+        )
+        assert outcome.status == "DISCONNECTED"
+        result = await connection.handle.result()
+
+    assert result.status == "DISCONNECTED"
+    row = integration_row(engine, connection.integration_id)
+    assert row.status == "DISCONNECTED" and "invalid_grant" in (row.last_error or "")
+    assert events_of(engine, connection.integration_id) == [
+        "integration.connected",
+        "integration.error",
+        "integration.disconnected",
+    ]
+    failed_logs = [
+        log for log in sync_logs(engine, connection.integration_id) if log.status == "FAILED"
+    ]
+    assert [log.action for log in failed_logs] == ["token_refresh"]
+
+
+async def test_transient_refresh_failures_are_retried_with_backoff(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server(expires_in=3600)
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER
+        )
+        server.state.fail_refresh.extend([503, 429, 502])
+        await time_skipping_env.sleep(timedelta(hours=1))
+        state = await connection.handle.query(IntegrationWorkflow.state)
+
+    assert state.status == "CONNECTED" and state.last_error is None
+    assert server.state.refresh_attempts == 4 and server.state.refresh_count == 1
+    statuses = [
+        log.status
+        for log in sync_logs(engine, connection.integration_id)
+        if log.action == "token_refresh"
+    ]
+    assert statuses == ["FAILED", "FAILED", "FAILED", "COMPLETED"]
+
+
+async def test_no_callback_within_ten_minutes_expires(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server()
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER, callback=False
+        )
+        result = await connection.handle.result()
+
+    assert result.status == "EXPIRED"
+    row = integration_row(engine, connection.integration_id)
+    assert row.status == "EXPIRED" and not row.is_active
+    assert events_of(engine, connection.integration_id) == ["integration.error"]
+
+
+async def test_a_callback_whose_update_was_lost_is_claimed_at_expiry(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server()
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER, callback=False
+        )
+        # The callback route consumed the state and stored the code, then died before
+        # its update reached the workflow.
+        query = query_of(await authorize(connection.authorization_url))
+        consumed = consume_state(
+            engine, keyring, provider=PROVIDER, state=query["state"], code=query["code"], error=None
+        )
+        assert consumed is not None and consumed.integration_id == connection.integration_id
+        await time_skipping_env.sleep(timedelta(minutes=11))
+        state = await connection.handle.query(IntegrationWorkflow.state)
+
+    assert state.status == "CONNECTED"
+    assert server.state.exchange_count == 1
+    assert integration_row(engine, connection.integration_id).status == "CONNECTED"
+
+
+async def test_continue_as_new_carries_the_state(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server(rotate_refresh_tokens=True, expires_in=3600)
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER, history_limit=60
+        )
+        first_run = (await connection.handle.describe()).run_id
+        await time_skipping_env.sleep(timedelta(hours=8, minutes=1))
+        latest = time_skipping_env.client.get_workflow_handle(connection.handle.id)
+        state = await latest.query(IntegrationWorkflow.state)
+        description = await latest.describe()
+
+    assert description.run_id != first_run
+    assert description.status == WorkflowExecutionStatus.RUNNING
+    assert state.status == "CONNECTED"
+    assert state.refresh_count == server.state.refresh_count >= 8
+    stored = TokenStore(engine, keyring).read(connection.integration_id)
+    assert stored is not None and [stored.refresh_token] == server.state.live_refresh_tokens()
+
+
+async def test_concurrent_refresh_requests_share_one_refresh(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server(rotate_refresh_tokens=True, expires_in=3600, refresh_delay=0.5)
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER
+        )
+        outcomes = await asyncio.gather(
+            *(
+                connection.handle.execute_update(
+                    IntegrationWorkflow.refresh, RefreshRequest(force=True)
+                )
+                for _ in range(20)
+            )
+        )
+
+    assert all(outcome.refreshed for outcome in outcomes)
+    assert len({outcome.expires_at for outcome in outcomes}) == 1
+    assert server.state.refresh_count == 1
+    assert server.state.refresh_attempts == 1
