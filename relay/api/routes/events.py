@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -12,7 +11,8 @@ from pydantic import Field
 from relay.api.deps import EngineDep, SettingsDep, require_api_key
 from relay.api.envelope import ApiModel, Envelope, error_responses
 from relay.core.errors import ErrorCode, RelayError
-from relay.core.webhooks.publish import publish_event
+from relay.core.webhooks.group_publish import GroupPublisher
+from relay.core.webhooks.publish import EventRequest, validate_event
 
 router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[Depends(require_api_key)])
 
@@ -59,10 +59,13 @@ async def limit_payload(request: Request, settings: SettingsDep) -> None:
     responses=error_responses(401, 413, 422),
     dependencies=[Depends(limit_payload)],
 )
-async def publish(body: EventCreate, engine: EngineDep) -> dict[str, Any]:
-    result = await asyncio.to_thread(
-        publish_event, engine, body.type, body.data, idempotency_key=body.idempotency_key
-    )
+async def publish(body: EventCreate, request: Request, engine: EngineDep) -> dict[str, Any]:
+    validate_event(body.type, body.data, body.idempotency_key)
+    publisher = getattr(request.app.state, "webhook_publisher", None)
+    if publisher is None:
+        # One per app, created on first use inside the serving event loop.
+        publisher = request.app.state.webhook_publisher = GroupPublisher(engine)
+    result = await publisher.publish(EventRequest(body.type, body.data, body.idempotency_key))
     return {
         "success": True,
         "data": EventAccepted(

@@ -421,7 +421,14 @@ async def delete_webhook(webhook_id: uuid.UUID, engine: EngineDep) -> dict[str, 
             connection.execute(
                 update(E)
                 .where(E.c.id == webhook_id)
-                .values(deleted_at=now, is_active=False, secret="", old_secrets=[], headers={})
+                .values(
+                    deleted_at=now,
+                    updated_at=now,
+                    is_active=False,
+                    secret="",
+                    old_secrets=[],
+                    headers={},
+                )
             )
 
     await asyncio.to_thread(delete)

@@ -166,3 +166,115 @@ def publish_in(
             ],
         )
     return PublishResult(event_id, len(subscribed), duplicate=False)
+
+
+@dataclass(frozen=True)
+class EventRequest:
+    type: str
+    data: dict[str, Any]
+    idempotency_key: str | None = None
+
+
+def publish_many(engine: Engine, requests: list[EventRequest]) -> list[PublishResult]:
+    """Publish several validated events in ONE transaction (the API's group commit).
+
+    Same results as calling `publish_event` for each in order: a key repeated within
+    the batch returns the first event. If another process races on a key, the batch
+    is rolled back and published one by one.
+    """
+    try:
+        with engine.begin() as connection:
+            return _publish_many_in(connection, requests, utcnow())
+    except IntegrityError:
+        return [
+            publish_event(engine, r.type, r.data, idempotency_key=r.idempotency_key)
+            for r in requests
+        ]
+
+
+def _publish_many_in(
+    connection: Connection, requests: list[EventRequest], now: datetime
+) -> list[PublishResult]:
+    keys = {r.idempotency_key for r in requests if r.idempotency_key is not None}
+    known: dict[str, PublishResult] = {}
+    if keys:
+        stale = []
+        for row in connection.execute(
+            select(
+                events_table.c.id,
+                events_table.c.endpoints,
+                events_table.c.created_at,
+                events_table.c.idempotency_key,
+            ).where(events_table.c.idempotency_key.in_(keys))
+        ):
+            created = as_utc(row.created_at)
+            if created is not None and created > now - IDEMPOTENCY_WINDOW:
+                known[row.idempotency_key] = PublishResult(row.id, row.endpoints, duplicate=True)
+            else:
+                stale.append(row.id)
+        if stale:
+            connection.execute(
+                update(events_table)
+                .where(events_table.c.id.in_(stale))
+                .values(idempotency_key=None)
+            )
+    endpoints = [
+        (row.id, row.events or [])
+        for row in connection.execute(
+            select(endpoints_table.c.id, endpoints_table.c.events).where(
+                endpoints_table.c.is_active.is_(True), endpoints_table.c.deleted_at.is_(None)
+            )
+        )
+    ]
+    matched: dict[str, list[uuid.UUID]] = {}
+    results: list[PublishResult] = []
+    events: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
+    for request in requests:
+        key = request.idempotency_key
+        if key is not None and key in known:
+            results.append(known[key])
+            continue
+        if request.type not in matched:
+            matched[request.type] = [
+                endpoint_id
+                for endpoint_id, patterns in endpoints
+                if matches_any(patterns, request.type)
+            ]
+        subscribed = matched[request.type]
+        event_id = uuid.uuid4()
+        events.append(
+            {
+                "id": event_id,
+                "type": request.type,
+                "data": request.data,
+                "idempotency_key": key,
+                "endpoints": len(subscribed),
+                "created_at": now,
+            }
+        )
+        deliveries.extend(
+            {
+                "id": uuid.uuid4(),
+                "endpoint_id": endpoint_id,
+                "event_id": event_id,
+                "event_type": request.type,
+                "status": DeliveryStatus.PENDING.value,
+                "attempts": 0,
+                "scheduled_attempts": 0,
+                "next_attempt_at": now,
+                "timer_held": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for endpoint_id in subscribed
+        )
+        result = PublishResult(event_id, len(subscribed), duplicate=False)
+        results.append(result)
+        if key is not None:
+            known[key] = PublishResult(event_id, len(subscribed), duplicate=True)
+    if events:
+        connection.execute(insert(events_table), events)
+    if deliveries:
+        connection.execute(insert(deliveries_table), deliveries)
+    return results
