@@ -276,7 +276,9 @@ async def main(args: argparse.Namespace) -> list[Figure]:
                 ("many-small", 10, 20_000 // args.scale, False, PLAIN_CONCURRENCY),
             ]
             if not args.skip_scaling:
-                plan += [(f"scaling-{n}", 1, n, False, PLAIN_CONCURRENCY) for n in (100, 1_000, 10_000)]
+                plan += [
+                    (f"scaling-{n}", 1, n, False, PLAIN_CONCURRENCY) for n in (100, 1_000, 10_000)
+                ]
             if args.only:
                 plan = [step for step in plan if step[0] == args.only]
             for index, (shape, endpoints, events, fan_out, concurrency) in enumerate(plan):
