@@ -251,7 +251,7 @@ async def test_concurrent_attempts_call_once(
     engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
 ) -> None:
     ledger, key = Ledger(engine), _key()
-    provider.plan("contended", Reply(body={"id": "ch_1"}, delay=0.5))
+    provider.plan("contended", Reply(body={"id": "ch_1"}, delay=1.0))
     call = _charge(http, provider.url_for("contended"))
 
     outcomes = await asyncio.gather(
@@ -272,7 +272,7 @@ async def test_a_late_attempt_cannot_release_or_record_over_its_successor(
 ) -> None:
     """The first attempt outlives its lease; the second takes over and records."""
     ledger, key = Ledger(engine, lease=timedelta(milliseconds=300)), _key()
-    provider.plan("late", Reply(503, delay=1.0), Reply(body={"id": "ch_2"}, delay=1.0))
+    provider.plan("late", Reply(503, delay=2.0), Reply(body={"id": "ch_2"}, delay=1.0))
     call = _charge(http, provider.url_for("late"))
 
     first = asyncio.create_task(
