@@ -108,9 +108,9 @@ async def retry_delivery(
             WebhookDispatchWorkflow.retry_delivery, ManualRetryInput(str(delivery_id))
         )
     except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
+        cause: BaseException | None = exc.cause
         while cause is not None and not isinstance(cause, ApplicationError):
-            cause = cause.cause
+            cause = getattr(cause, "cause", None)
         if isinstance(cause, ApplicationError) and cause.type == ErrorCode.DELIVERY_NOT_FOUND:
             raise RelayError(ErrorCode.DELIVERY_NOT_FOUND, "no delivery with that id") from None
         raise RelayError(ErrorCode.INTERNAL_ERROR, "the manual attempt could not run") from None
