@@ -18,6 +18,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     delay: float = 0.0
+    # When set, the reply waits for it: a test decides exactly when the provider answers.
+    gate: asyncio.Event | None = None
 
 
 class FakeProvider:
@@ -41,6 +43,8 @@ class FakeProvider:
         reply = queued.pop(0) if queued else Reply(body={"id": f"{name}-{self.hits[name]}"})
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.gate is not None:
+            await reply.gate.wait()
         body = reply.body if reply.body is not None else {"error": f"status {reply.status}"}
         return web.json_response(body, status=reply.status, headers=reply.headers)
 

@@ -21,7 +21,7 @@ from relay.core.db import utcnow
 from relay.core.ledger import Ledger
 from relay.core.models.platform import ProviderCall, ProviderCallStatus
 from relay.core.provider_errors import raise_for_status
-from tests.conftest import free_port, task_queue
+from tests.conftest import eventually, free_port, task_queue
 from tests.core.conftest import FakeProvider, Reply
 from tests.support.ledger import ChargeActivities, ChargeInput, ChargeWorkflow
 
@@ -250,14 +250,18 @@ async def test_live_lease_is_retryable_call_in_progress(
 async def test_concurrent_attempts_call_once(
     engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
 ) -> None:
-    ledger, key = Ledger(engine), _key()
-    provider.plan("contended", Reply(body={"id": "ch_1"}, delay=1.0))
+    ledger, key, answer = Ledger(engine), _key(), asyncio.Event()
+    provider.plan("contended", Reply(body={"id": "ch_1"}, gate=answer))
     call = _charge(http, provider.url_for("contended"))
 
-    outcomes = await asyncio.gather(
-        *(ledger.run(key, call, provider="acme", operation="charge") for _ in range(5)),
-        return_exceptions=True,
-    )
+    attempts = [
+        asyncio.create_task(ledger.run(key, call, provider="acme", operation="charge"))
+        for _ in range(5)
+    ]
+    # Every attempt but the one calling the provider gives way while it calls.
+    await eventually(lambda: sum(task.done() for task in attempts) == 4)
+    answer.set()
+    outcomes = await asyncio.gather(*attempts, return_exceptions=True)
 
     assert provider.hits["contended"] == 1
     assert outcomes.count({"id": "ch_1"}) == 1
@@ -270,23 +274,33 @@ async def test_concurrent_attempts_call_once(
 async def test_a_late_attempt_cannot_release_or_record_over_its_successor(
     engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
 ) -> None:
-    """The first attempt outlives its lease; the second takes over and records."""
-    ledger, key = Ledger(engine, lease=timedelta(milliseconds=300)), _key()
-    provider.plan("late", Reply(503, delay=2.0), Reply(body={"id": "ch_2"}, delay=1.0))
+    """The first attempt outlives its lease; the second takes over; the first's late
+    503 must not delete the second's reservation."""
+    ledger, key = Ledger(engine, lease=timedelta(milliseconds=200)), _key()
+    answer_first, answer_second = asyncio.Event(), asyncio.Event()
+    provider.plan(
+        "late", Reply(503, gate=answer_first), Reply(body={"id": "ch_2"}, gate=answer_second)
+    )
     call = _charge(http, provider.url_for("late"))
 
-    first = asyncio.create_task(
-        ledger.run(key, call, provider="acme", operation="charge", repeatable=True)
-    )
-    await asyncio.sleep(0.6)  # the first attempt's lease has run out; it is still calling
-    second = asyncio.create_task(
-        ledger.run(key, call, provider="acme", operation="charge", repeatable=True)
-    )
+    def run() -> asyncio.Task[Any]:
+        return asyncio.create_task(
+            ledger.run(key, call, provider="acme", operation="charge", repeatable=True)
+        )
+
+    first = run()
+    await eventually(lambda: provider.hits["late"] == 1)
+    await asyncio.sleep(0.3)  # the first attempt's lease has run out; it is still calling
+    second = run()
+    await eventually(lambda: provider.hits["late"] == 2)
+
+    answer_first.set()
     with pytest.raises(ApplicationError):
-        await first  # its 503 must not delete the second attempt's reservation
+        await first
     row = ledger.lookup(key)
     assert row is not None and (row.status, row.attempts) == (ProviderCallStatus.RESERVED, 2)
 
+    answer_second.set()
     assert await second == {"id": "ch_2"}
     row = ledger.lookup(key)
     assert row is not None and (row.status, row.attempts) == (ProviderCallStatus.SUCCEEDED, 2)
