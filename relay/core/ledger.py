@@ -32,6 +32,7 @@ the call in progress is retried after at most `IN_PROGRESS_RETRY`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -82,7 +83,7 @@ class Ledger:
         operation: str,
         repeatable: bool = False,
     ) -> JSON:
-        reserved = await asyncio.to_thread(self._reserve, key, provider, operation, repeatable)
+        reserved = await self._reserve_shielded(key, provider, operation, repeatable)
         if isinstance(reserved, _Recorded):
             return reserved.value
         attempt = reserved
@@ -110,6 +111,24 @@ class Ledger:
             self._finish, key, attempt, ProviderCallStatus.SUCCEEDED, result, None
         )
         return result
+
+    async def _reserve_shielded(
+        self, key: str, provider: str, operation: str, repeatable: bool
+    ) -> _Recorded | int:
+        """Reserve; if cancelled meanwhile, hand back a reservation nobody will use (the
+        thread runs to the end regardless), so a later attempt calls instead of seeing
+        an unknown outcome for a call that never happened."""
+        reserving = asyncio.ensure_future(
+            asyncio.to_thread(self._reserve, key, provider, operation, repeatable)
+        )
+        try:
+            return await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                reserved = await reserving
+                if isinstance(reserved, int):
+                    await asyncio.to_thread(self._release, key, reserved)
+            raise
 
     def lookup(self, key: str) -> ProviderCall | None:
         with Session(self._engine) as session:

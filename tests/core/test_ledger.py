@@ -310,18 +310,37 @@ async def test_cancellation_propagates_and_leaves_the_outcome_unknown(
     engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
 ) -> None:
     ledger, key = Ledger(engine), _key()
-    provider.plan("cancelled", Reply(delay=2))
+    provider.plan("cancelled", Reply(gate=asyncio.Event()))  # never answers
     task = asyncio.create_task(
         ledger.run(
             key, _charge(http, provider.url_for("cancelled")), provider="acme", operation="charge"
         )
     )
-    await asyncio.sleep(0.3)
+    await eventually(lambda: provider.hits["cancelled"] == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     row = ledger.lookup(key)
     assert row is not None and row.status == ProviderCallStatus.UNKNOWN
+
+
+async def test_cancellation_while_reserving_gives_the_reservation_back(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    call = _charge(http, provider.url_for("reserved-then-cancelled"))
+    task = asyncio.create_task(ledger.run(key, call, provider="acme", operation="charge"))
+    await asyncio.sleep(0)  # the reservation is under way in its thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert provider.hits["reserved-then-cancelled"] == 0
+    assert ledger.lookup(key) is None
+    # The next attempt calls: nothing was ever sent.
+    assert await ledger.run(key, call, provider="acme", operation="charge") == {
+        "id": "reserved-then-cancelled-1"
+    }
 
 
 async def test_an_application_error_raised_by_the_call_is_not_its_own_cause(
