@@ -384,3 +384,23 @@ async def test_relay_dev_refuses_a_port_in_use(
         f"relay: port {stack.api_port} (API_PORT) is already in use; set API_PORT to another port"
     ]
     assert not (stack.data_dir / "temporal.db").exists()
+
+
+async def test_a_killed_supervisor_takes_its_children_along(
+    tmp_path: Path, keyring_spec: str, dev_stacks: list[DevStack], http: httpx.AsyncClient
+) -> None:
+    stack = DevStack(tmp_path, keyring_spec)
+    dev_stacks.append(stack)
+    stack.start()
+    await stack.wait_ready(http)
+    tree = descendants(stack.process.pid)  # type: ignore[union-attr]
+    assert {"temporal", "worker", "api"} <= set(stack.children())
+
+    # SIGKILL gives the supervisor no chance to clean up: PR_SET_PDEATHSIG does it.
+    assert stack.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    def gone() -> bool:
+        return not [pid for pid in tree if Path(f"/proc/{pid}").exists()]
+
+    await eventually(gone, timeout=STOP_WITHIN_SECONDS)
+    assert processes_with(f"DATA_DIR={stack.data_dir}") == []
