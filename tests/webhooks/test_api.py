@@ -413,3 +413,16 @@ async def test_delivery_filters(stack: Stack, receiver: Receiver) -> None:
 
 async def _settled(listed) -> bool:
     return all(d["status"] != "PENDING" for d in await listed())
+
+
+async def test_rate_limit_caps_attempts_per_second(stack: Stack, receiver: Receiver) -> None:
+    async with stack.http() as http:
+        await create(http, receiver, "limited", ["rate.test"], rateLimit=5)
+        await create(http, receiver, "free", ["rate.test"])
+        for n in range(20):
+            await http.post("/v1/events", json={"type": "rate.test", "data": {"n": n}})
+        await eventually(lambda: len(receiver.at("limited")) >= 20, timeout=60)
+    times = sorted(r.at for r in receiver.at("limited"))
+    # At most 5 attempts per second (calendar seconds): 20 need 4 distinct seconds.
+    assert times[-1] - times[0] > 2.0
+    assert len(receiver.at("free")) == 20  # other endpoints are not held back
