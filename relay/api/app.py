@@ -27,7 +27,7 @@ from relay.core.crypto import Keyring, load_keyring
 from relay.core.db import make_engine
 from relay.core.oauth.catalog import load_catalog
 from relay.core.settings import Settings, load_settings
-from relay.core.telemetry import configure_tracing
+from relay.core.telemetry import configure_tracing, flush_tracing
 from relay.core.temporal import connect
 from relay.workflows.registry import all_workflows, state_queries
 
@@ -63,6 +63,7 @@ def create_app(
         # The one Temporal client of this process, connected on first use.
         app.state.temporal = TemporalGateway(lambda: connect(settings, keyring))
         yield
+        flush_tracing()
         if owns_engine:
             engine.dispose()
 

@@ -47,3 +47,10 @@ def configure_tracing(
     if processor is not None:
         _provider.add_span_processor(processor)
     return _provider
+
+
+def flush_tracing(timeout: float = 5.0) -> None:
+    """Export spans still batched. uvicorn re-raises SIGTERM after its graceful shutdown,
+    which ends the process before atexit handlers run, so the API flushes in its lifespan."""
+    if _provider is not None:
+        _provider.force_flush(int(timeout * 1000))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,7 +34,7 @@ from relay.core.settings import Settings
 from relay.core.telemetry import configure_tracing
 from relay.core.temporal import connect
 from relay.worker import WorkerContext, build_worker
-from tests.conftest import ServerThread, eventually, task_queue
+from tests.conftest import ServerThread, eventually, free_port, settings_env, task_queue
 from tests.support.ops_workflows import (
     LEAKED_TOKEN,
     ChattyInput,
@@ -179,6 +185,75 @@ async def test_logs_carry_workflow_activity_and_trace_ids_and_no_secret(
         assert entry["traceId"] == trace_id
         assert "[REDACTED]" in entry["message"]
     assert LEAKED_TOKEN not in json.dumps(log_lines.entries)
+
+
+class OtlpCollector:
+    """An OTLP/HTTP trace receiver on loopback: what an OpenTelemetry collector would get."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.spans: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        export = ExportTraceServiceRequest.FromString(await request.read())
+        for resource_spans in export.resource_spans:
+            service = next(
+                a.value.string_value
+                for a in resource_spans.resource.attributes
+                if a.key == "service.name"
+            )
+            for scope_spans in resource_spans.scope_spans:
+                self.spans += [f"{service}: {span.name}" for span in scope_spans.spans]
+        return web.Response(content_type="application/x-protobuf", body=b"")
+
+
+async def test_api_exports_request_spans_over_otlp(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    collector = OtlpCollector()
+    app = web.Application()
+    app.router.add_post("/v1/traces", collector.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", collector.port).start()
+    api_port = free_port()
+    settings = make_settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        temporal_address=f"127.0.0.1:{free_port()}",
+        api_port=api_port,
+        otel_exporter_otlp_endpoint=f"http://127.0.0.1:{collector.port}",
+        otel_service_name="relay-api-under-test",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "api"],
+        env=settings_env(settings),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+
+            async def answered() -> int:
+                try:
+                    return (await http.get("/v1/runs")).status_code
+                except httpx.TransportError:
+                    return 0
+
+            assert await eventually(answered, timeout=30, interval=0.2) == 401
+        # Batched spans are flushed when the API shuts down (uvicorn then re-raises SIGTERM).
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) in (0, -signal.SIGTERM)
+        assert "relay-api-under-test: GET /v1/runs" in collector.spans
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        await runner.cleanup()
 
 
 @pytest.mark.parametrize(
