@@ -94,7 +94,8 @@ def mock_entry(url: str, **overrides: Any) -> dict[str, Any]:
         "account_name_field": "email",
         "default_scopes": ["openid", "profile", "email"],
         "pkce": True,
-        "token_request_auth_method": "body",
+        # Its refresh grant accepts client_secret_basic only.
+        "token_request_auth_method": "basic",
         "token_expiration_buffer": 300,
     }
     entry.update(overrides)

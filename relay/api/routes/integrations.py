@@ -15,7 +15,7 @@ import binascii
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -37,6 +37,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from relay.api.deps import (
     ApiKeyDep,
@@ -277,6 +278,16 @@ async def _update(
     arg: Any,
 ) -> Any:
     """Send `update` to the integration's workflow, starting a recovering run if none runs."""
+    handle = client.get_workflow_handle(workflow_id(integration.id))
+    try:
+        return await handle.execute_update(update, arg)
+    except WorkflowUpdateFailedError as exc:
+        raise _update_error(exc) from None
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+    # No running workflow (terminated by an operator, a lost cluster): the database knows
+    # the connection, so a run is started that resumes from it and takes the update.
     start = WithStartWorkflowOperation(
         IntegrationWorkflow.run,
         IntegrationInput(
@@ -297,6 +308,33 @@ async def _update(
         )
     except WorkflowUpdateFailedError as exc:
         raise _update_error(exc) from None
+
+
+class _Flights:
+    """Concurrent identical requests of this process share one in-flight update.
+
+    The workflow already serialises refreshes and lets waiting callers share one; this
+    keeps twenty simultaneous credential reads from becoming twenty Temporal updates
+    (the server caps in-flight updates per workflow, 10 by default).
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+    async def run(self, key: tuple[Any, ...], start: Callable[[], Awaitable[T]]) -> T:
+        flight = self._running.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(start())
+            self._running[key] = flight
+            flight.add_done_callback(lambda _: self._running.pop(key, None))
+        return await asyncio.shield(flight)
+
+
+def _flights(request: Request) -> _Flights:
+    flights = getattr(request.app.state, "oauth_flights", None)
+    if flights is None:
+        flights = request.app.state.oauth_flights = _Flights()
+    return flights  # type: ignore[no-any-return]
 
 
 def _encode_cursor(moment: datetime, row_id: uuid.UUID) -> str:
@@ -607,7 +645,7 @@ async def update_integration(
         if changes.get("is_active") and integration.status in TERMINAL:
             raise RelayError(
                 ErrorCode.CONFLICT,
-                f"a {integration.status.value} integration cannot be reactivated; connect again",
+                f"a {integration.status} integration cannot be reactivated; connect again",
             )
         if "name" in changes:
             integration.name = changes["name"]
@@ -703,13 +741,13 @@ def _require_connected(integration: Integration) -> None:
         raise RelayError(
             ErrorCode.REFRESH_FAILED,
             integration.last_error or "the provider refused the refresh token; reconnect",
-            {"status": integration.status.value},
+            {"status": str(integration.status)},
         )
     if integration.status != IntegrationStatus.CONNECTED:
         raise RelayError(
             ErrorCode.CONFLICT,
-            f"the integration is {integration.status.value}, not CONNECTED",
-            {"status": integration.status.value},
+            f"the integration is {integration.status}, not CONNECTED",
+            {"status": str(integration.status)},
         )
 
 
@@ -722,18 +760,22 @@ def _require_connected(integration: Integration) -> None:
 )
 async def refresh_integration(
     integration_id: uuid.UUID,
+    request: Request,
     settings: SettingsDep,
     engine: EngineDep,
     client: TemporalDep,
 ) -> dict[str, Any]:
     integration = await _load(engine, integration_id)
     _require_connected(integration)
-    outcome: RefreshOutcome = await _update(
-        client,
-        settings,
-        integration,
-        IntegrationWorkflow.refresh,
-        RefreshRequest(force=True, reason="api"),
+    outcome: RefreshOutcome = await _flights(request).run(
+        ("refresh", integration_id),
+        lambda: _update(
+            client,
+            settings,
+            integration,
+            IntegrationWorkflow.refresh,
+            RefreshRequest(force=True, reason="api"),
+        ),
     )
     return {
         "success": True,
@@ -778,12 +820,15 @@ async def get_credentials(
     if integration.expires_at is not None and utcnow() >= refresh_due_at(
         integration.expires_at, integration.last_sync_at, buffer
     ):
-        outcome: RefreshOutcome = await _update(
-            client,
-            settings,
-            integration,
-            IntegrationWorkflow.refresh,
-            RefreshRequest(force=False, reason="credentials"),
+        outcome: RefreshOutcome = await _flights(request).run(
+            ("credentials", integration_id),
+            lambda: _update(
+                client,
+                settings,
+                integration,
+                IntegrationWorkflow.refresh,
+                RefreshRequest(force=False, reason="credentials"),
+            ),
         )
         refreshed = outcome.refreshed
         integration = await _load(engine, integration_id)
