@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,13 @@ from relay.core import search_attributes
 from relay.core.crypto import Keyring
 from relay.core.settings import Settings
 from relay.core.temporal import connect
-from relay.workflows.webhook_dispatch import WebhookDispatchInput, WebhookDispatchWorkflow
 from tests.conftest import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 
 # The bound for `make dev` on this machine.
 READY_WITHIN_SECONDS = 120
+USER_ID = "user-e2e"
 STOP_WITHIN_SECONDS = 60
 
 
@@ -122,6 +121,9 @@ class DevStack:
             DATA_DIR=str(self.data_dir),
             ENCRYPTION_KEYS=self.keyring_spec,
             LOG_LEVEL="WARNING",
+            # An OAuth client, so the API can start a connection (nothing calls GitHub).
+            GITHUB_CLIENT_ID="e2e-client",
+            GITHUB_CLIENT_SECRET="e2e-secret",  # noqa: S106
         )
         if self.temporal_address:
             env["TEMPORAL_ADDRESS"] = self.temporal_address
@@ -267,21 +269,25 @@ async def test_relay_dev_runs_recovers_stops_cleanly_and_keeps_runs(
         await http.get(f"{stack.api}/v1/runs", headers={"Authorization": f"Bearer {throwaway}"})
     )
 
-    # --- a run that stays open until an operator cancels it -------------------------------
-    run_id = f"e2e-{uuid.uuid4().hex[:8]}"
-    handle = await client.start_workflow(
-        WebhookDispatchWorkflow.run,
-        WebhookDispatchInput(),
-        id=run_id,
-        task_queue=stack.settings().temporal_task_queue,
+    # --- a run started through Relay's API: an OAuth connection awaiting its callback ----
+    auth = {"Authorization": f"Bearer {key}"}
+    initiated = await http.post(
+        f"{stack.api}/v1/integrations/oauth/initiate",
+        headers=auth,
+        json={"userId": USER_ID, "provider": "github", "redirectUri": "http://localhost:3000/done"},
     )
+    assert initiated.status_code == 201, initiated.text
+    integration_id = initiated.json()["data"]["integrationId"]
+    run_id = f"integration-{integration_id}"
 
     async def listed() -> dict | None:
-        runs = await listed_runs(http, stack, key, workflowType="WebhookDispatchWorkflow")
-        return runs if run_id in runs and "webhook-dispatch" in runs else None
+        runs = await listed_runs(http, stack, key, userId=USER_ID)
+        return runs if run_id in runs else None
 
     before = await eventually(listed, timeout=30)
     assert before[run_id]["status"] == "Running"
+    assert before[run_id]["searchAttributes"]["RelayIntegrationId"] == integration_id
+    dispatcher_before = await listed_runs(http, stack, key, workflowType="WebhookDispatchWorkflow")
 
     # --- the Temporal server dies: 503, then 200 once the supervisor restarted it -------
     children = stack.children()
@@ -322,24 +328,27 @@ async def test_relay_dev_runs_recovers_stops_cleanly_and_keeps_runs(
     # --- start again: the runs are still there, and the new worker finishes ours --------
     stack.start()
     await stack.wait_ready(http)
-    client = await connect(stack.settings(), Keyring.parse(keyring_spec))
-    after = await listed_runs(http, stack, key, workflowType="WebhookDispatchWorkflow")
-    assert after[run_id]["runId"] == before[run_id]["runId"] == handle.result_run_id
+    after = await listed_runs(http, stack, key, userId=USER_ID)
+    assert after[run_id]["runId"] == before[run_id]["runId"]
+    assert after[run_id]["status"] == "Running"
     # The worker found its dispatcher running and left it alone.
-    assert after["webhook-dispatch"]["runId"] == before["webhook-dispatch"]["runId"]
-
-    cancel = await http.post(
-        f"{stack.api}/v1/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {key}"}
+    dispatcher_after = await listed_runs(http, stack, key, workflowType="WebhookDispatchWorkflow")
+    assert (
+        dispatcher_after["webhook-dispatch"]["runId"]
+        == dispatcher_before["webhook-dispatch"]["runId"]
     )
-    assert cancel.status_code == 202, cancel.text
 
-    async def finished() -> bool:
-        response = await http.get(
-            f"{stack.api}/v1/runs/{run_id}", headers={"Authorization": f"Bearer {key}"}
-        )
-        return response.json()["data"]["status"] == "Canceled"
+    disconnected = await http.delete(f"{stack.api}/v1/integrations/{integration_id}", headers=auth)
+    assert disconnected.status_code == 200, disconnected.text
 
-    await eventually(finished, timeout=60, interval=0.5)
+    async def finished() -> dict | None:
+        response = await http.get(f"{stack.api}/v1/runs/{run_id}", headers=auth)
+        data = response.json()["data"]
+        return data if data["status"] == "Completed" else None
+
+    run = await eventually(finished, timeout=60, interval=0.5)
+    assert run["runId"] == before[run_id]["runId"]
+    assert run["state"]["status"] == "DISCONNECTED"
 
     tree = descendants(stack.process.pid)  # type: ignore[union-attr]
     assert stack.stop(signal.SIGINT) == 0
