@@ -220,7 +220,8 @@ class IntegrationWorkflow:
                         provider=self._state.provider,
                         state=self._state,
                         history_limit=self._history_limit,
-                    )
+                    ),
+                    search_attributes=workflow.info().typed_search_attributes,
                 )
             due = self._next_refresh_at()
             self._state.next_refresh_at = due
