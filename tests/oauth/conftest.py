@@ -264,11 +264,13 @@ async def begin_connection(
         callback="http://127.0.0.1:9/v1/integrations/oauth/callback/" + provider,
     )
     integration_id = pending.integration.id
-    extra = {"history_limit": history_limit} if history_limit else {}
+    params = IntegrationInput(str(integration_id), "user-1", provider)
+    if history_limit:
+        params.history_limit = history_limit
     # No callback_deadline: the time-skipping server's clock runs ahead of the wall clock.
     handle = await env.client.start_workflow(
         IntegrationWorkflow.run,
-        IntegrationInput(str(integration_id), "user-1", provider, **extra),
+        params,
         id=f"integration-{integration_id}",
         task_queue=worker.queue,
     )

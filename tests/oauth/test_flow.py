@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from relay.core.crypto import DecryptionError, Keyring
 from relay.core.db import utcnow
@@ -275,11 +275,12 @@ def test_a_state_is_stored_hashed_and_consumed_once_even_under_a_race(
     engine: Engine, keyring: Keyring
 ) -> None:
     state, integration_id = _pending(engine, keyring)
+    with engine.connect() as connection:
+        raw = connection.execute(OAuthState.__table__.select()).one()  # type: ignore[attr-defined]
     with Session(engine) as session:
-        row = session.exec(
-            OAuthState.__table__.select()  # type: ignore[attr-defined]
-        ).one()
-    assert state not in repr(tuple(row)) and row.state_hash == hash_state(state)
+        row = session.exec(select(OAuthState)).one()
+    assert state not in repr(tuple(raw)) and row.state_hash == hash_state(state)
+    assert row.code_verifier is not None
     assert row.code_verifier.startswith(f"{keyring.current_kid}:")
 
     results: list[object] = []

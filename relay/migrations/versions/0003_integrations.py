@@ -7,8 +7,8 @@ Revises: 0002
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql.sqltypes import AutoString
 
 import relay.core.models.types
 
@@ -22,7 +22,7 @@ UTC = relay.core.models.types.UTCDateTime
 
 
 def _string(length: int) -> sa.types.TypeEngine:
-    return sqlmodel.sql.sqltypes.AutoString(length=length)
+    return AutoString(length=length)
 
 
 def _integration_fk() -> sa.ForeignKeyConstraint:
