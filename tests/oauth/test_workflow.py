@@ -307,3 +307,32 @@ async def test_concurrent_refresh_requests_share_one_refresh(
     assert len({outcome.expires_at for outcome in outcomes}) == 1
     assert server.state.refresh_count == 1
     assert server.state.refresh_attempts == 1
+
+
+async def test_disconnecting_a_pending_connection_refuses_its_callback(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server()
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        connection = await begin_connection(
+            time_skipping_env, settings, engine, keyring, worker, PROVIDER, callback=False
+        )
+        outcome = await connection.handle.execute_update(
+            IntegrationWorkflow.disconnect, DisconnectRequest()
+        )
+        result = await connection.handle.result()
+        # The user comes back from the provider afterwards: the state is spent.
+        query = query_of(await authorize(connection.authorization_url))
+        late = consume_state(
+            engine, keyring, provider=PROVIDER, state=query["state"], code=query["code"], error=None
+        )
+
+    assert outcome.status == result.status == "DISCONNECTED" and outcome.revoked is False
+    assert late is None
+    assert server.state.exchange_count == 0 and server.state.revoked == []
+    assert events_of(engine, connection.integration_id) == ["integration.disconnected"]
