@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -223,23 +224,26 @@ class WebhookActivities:
         finished: list[Outcome] = []
         last_flush = time.monotonic()
         concurrency = settings.webhook_concurrency
+        # Set whenever a request or a recording finishes: the loop then looks again.
+        wake = asyncio.Event()
+        recording: asyncio.Task[None] | None = None
 
         async def run(job: outbox.Job, body: bytes, keys: list[bytes]) -> None:
             try:
                 finished.append(await self._attempt(job, body, keys))
             finally:
                 per_endpoint[job.endpoint.id] -= 1
+                wake.set()
 
-        async def flush() -> None:
-            nonlocal last_flush
-            batch = finished[:]
-            finished.clear()
-            last_flush = time.monotonic()
-            recorded = await self._record(batch, timer_held=True)
-            result.delivered += recorded.delivered
-            result.failed += recorded.failed
-            result.rescheduled += len(recorded.reschedules)
-            await self._hand_over(recorded)
+        async def record(batch: list[Outcome]) -> None:
+            try:
+                recorded = await self._record(batch, timer_held=True)
+                result.delivered += recorded.delivered
+                result.failed += recorded.failed
+                result.rescheduled += len(recorded.reschedules)
+                await self._hand_over(recorded)
+            finally:
+                wake.set()
 
         try:
             while True:
@@ -265,24 +269,34 @@ class WebhookActivities:
                         in_flight.add(task)
                         task.add_done_callback(in_flight.discard)
                     claimed = len(claim.jobs)
-                if finished and (
-                    len(finished) >= settings.webhook_batch_size
-                    or time.monotonic() - last_flush >= FLUSH_INTERVAL_SECONDS
-                    or not in_flight
+                if recording is not None and recording.done():
+                    recording.result()  # a failed recording fails the pump (Temporal retries it)
+                    recording = None
+                # One recording at a time, in the background: claiming and sending go on
+                # while a batch is written.
+                if (
+                    finished
+                    and recording is None
+                    and (
+                        len(finished) >= settings.webhook_batch_size
+                        or time.monotonic() - last_flush >= FLUSH_INTERVAL_SECONDS
+                        or not in_flight
+                    )
                 ):
-                    await flush()
-                if not in_flight and not finished:
+                    batch = finished[:]
+                    finished.clear()
+                    last_flush = time.monotonic()
+                    recording = asyncio.create_task(record(batch))
+                if not in_flight and not finished and recording is None:
                     if not claiming:
                         return result
                     if params.return_when_idle and not claimed:
                         result.idle = True
                         return result
-                if in_flight:
-                    await asyncio.wait(
-                        in_flight,
-                        timeout=FLUSH_INTERVAL_SECONDS,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                if in_flight or recording is not None:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=FLUSH_INTERVAL_SECONDS)
                 elif not claimed:
                     await asyncio.sleep(params.poll_seconds)
         except asyncio.CancelledError:
@@ -290,6 +304,8 @@ class WebhookActivities:
             # what is still in flight keeps its lease and is claimed again later.
             for task in in_flight:
                 task.cancel()
+            if recording is not None:
+                await asyncio.shield(asyncio.wait([recording]))
             if finished:
                 await asyncio.shield(self._record(finished[:], timer_held=False))
             raise

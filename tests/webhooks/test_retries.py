@@ -100,7 +100,8 @@ async def test_retry_schedule_with_jitter_then_failed_event(
     ops = create_endpoint(engine, keyring, receiver.url("ops"), ["webhook.failed"])
     publish_event(engine, "order.created", {"n": 1})
 
-    await dispatcher.advance(timedelta(hours=30))
+    # 27.6 h of retries, up to 33.1 h with +20 % jitter on every one.
+    await dispatcher.advance(timedelta(hours=34))
     delivery = await eventually(
         lambda: [d for d in deliveries_of(engine, failing) if d.status == "FAILED"] or None
     )

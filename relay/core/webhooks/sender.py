@@ -8,6 +8,7 @@ of the response body and a short error; never a header value or a secret.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -105,7 +106,7 @@ async def attempt(
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout.total_seconds()),
+            timeout=_client_timeout(timeout.total_seconds()),
         ) as response:
             raw = await response.content.read(RESPONSE_BODY_LIMIT)
             return done(
@@ -122,6 +123,11 @@ async def attempt(
         return done(error=f"connection failed: {_reason(exc)}")
     except asyncio.CancelledError:
         raise
+
+
+@functools.lru_cache(maxsize=8)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _reason(exc: BaseException) -> str:

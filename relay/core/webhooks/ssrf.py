@@ -31,6 +31,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 MAX_URL_LENGTH = 2048
+_SYNTAX_CACHE = 4096
 
 _BLOCKED: list[tuple[IPNetwork, str]] = [
     (ipaddress.ip_network(cidr), label)
@@ -115,6 +116,8 @@ class SsrfGuard:
         self.allowed_networks = list(allowed_networks)
         self.require_https = require_https
         self._resolve = resolver or _system_resolver
+        # Parsing is pure, and every attempt re-checks its URL: remember the answers.
+        self._syntax: dict[str, tuple[str, IPAddress | None]] = {}
 
     def refusal(self, address: str | IPAddress) -> str | None:
         """Why `address` is refused, or None when it may be called."""
@@ -126,6 +129,16 @@ class SsrfGuard:
 
     def check_syntax(self, url: str) -> tuple[str, IPAddress | None]:
         """The URL's host (and its address when it is an IP literal); refuses bad URLs."""
+        cached = self._syntax.get(url)
+        if cached is not None:
+            return cached
+        checked = self._check_syntax(url)
+        if len(self._syntax) >= _SYNTAX_CACHE:
+            self._syntax.clear()
+        self._syntax[url] = checked
+        return checked
+
+    def _check_syntax(self, url: str) -> tuple[str, IPAddress | None]:
         if len(url) > MAX_URL_LENGTH:
             raise UnsafeUrlError(f"the URL is longer than {MAX_URL_LENGTH} characters")
         try:
