@@ -7,7 +7,6 @@ Revises: 0001
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 import relay.core.models.types
@@ -22,18 +21,18 @@ def upgrade() -> None:
     op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("url", sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=False),
-        sa.Column("description", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=True),
         sa.Column("events", relay.core.models.types.JSONType, nullable=False),
         sa.Column("headers", relay.core.models.types.JSONType, nullable=False),
         sa.Column("rate_limit", sa.Integer(), nullable=True),
         sa.Column("integration_id", sa.Uuid(), nullable=True),
         sa.Column("metadata", relay.core.models.types.JSONType, nullable=True),
-        sa.Column("secret", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+        sa.Column("secret", sa.String(length=500), nullable=False),
         sa.Column("old_secrets", relay.core.models.types.JSONType, nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("disabled_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("disabled_reason", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
+        sa.Column("disabled_reason", sa.String(length=200), nullable=True),
         sa.Column(
             "failing_since", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
         ),
@@ -58,9 +57,9 @@ def upgrade() -> None:
     op.create_table(
         "webhook_events",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("type", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("type", sa.String(length=200), nullable=False),
         sa.Column("data", relay.core.models.types.JSONType, nullable=False),
-        sa.Column("idempotency_key", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=True),
         sa.Column("endpoints", sa.Integer(), nullable=False),
         sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -77,7 +76,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("endpoint_id", sa.Uuid(), nullable=False),
         sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("event_type", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("event_type", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("scheduled_attempts", sa.Integer(), nullable=False),
@@ -89,7 +88,7 @@ def upgrade() -> None:
             "claimed_until", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
-        sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
+        sa.Column("last_error", sa.String(length=1000), nullable=True),
         sa.Column(
             "delivered_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
         ),
@@ -122,12 +121,12 @@ def upgrade() -> None:
         sa.Column("delivery_id", sa.Uuid(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("trigger", sa.String(length=16), nullable=False),
-        sa.Column("url", sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
         sa.Column("started_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("response_body", sa.Text(), nullable=True),
-        sa.Column("error", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
+        sa.Column("error", sa.String(length=1000), nullable=True),
         sa.ForeignKeyConstraint(
             ["delivery_id"],
             ["webhook_deliveries.id"],
