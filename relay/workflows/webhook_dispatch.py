@@ -77,6 +77,7 @@ class WebhookDispatchInput:
     idle_pause_seconds: float = 0.0
     held: list[HeldRetry] = field(default_factory=list)
     runs: int = 0
+    max_pumps_per_run: int = MAX_PUMPS_PER_RUN
 
 
 @dataclass
@@ -195,7 +196,7 @@ class WebhookDispatchWorkflow:
             self._state.delivered += result.delivered
             self._state.failed += result.failed
             if (
-                self._state.pumps >= MAX_PUMPS_PER_RUN
+                self._state.pumps >= params.max_pumps_per_run
                 or workflow.info().is_continue_as_new_suggested()
             ):
                 await workflow.wait_condition(
@@ -211,6 +212,7 @@ class WebhookDispatchWorkflow:
                         idle_pause_seconds=params.idle_pause_seconds,
                         held=[retry for bucket in self._buckets.values() for retry in bucket],
                         runs=params.runs + 1,
+                        max_pumps_per_run=params.max_pumps_per_run,
                     )
                 )
             if result.idle and params.idle_pause_seconds > 0:

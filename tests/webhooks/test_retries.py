@@ -27,7 +27,7 @@ from relay.core.webhooks.publish import publish_event
 from relay.worker import WorkerContext
 from relay.workflows.webhook_dispatch import WebhookDispatchInput, WebhookDispatchWorkflow
 from tests.conftest import eventually, task_queue
-from tests.webhooks.conftest import Receiver, always
+from tests.webhooks.conftest import Receiver, always, sequence
 from tests.webhooks.helpers import attempts_of, create_endpoint, deliveries_of, endpoint_row
 
 SCHEDULE = [timedelta(seconds=s) for s in (5, 300, 1800, 7200, 18000, 36000, 36000)]
@@ -173,3 +173,50 @@ async def test_a_success_resets_the_failure_clock(
     # Eight days of mostly failures, but never five in a row: still enabled.
     assert row.is_active
     assert row.failing_since is not None
+
+
+async def test_retries_survive_continue_as_new(
+    time_skipping_env: WorkflowEnvironment,
+    engine: Engine,
+    keyring: Keyring,
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+) -> None:
+    """Held retries are carried into the next run; the history stays bounded."""
+    settings = make_settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        webhook_allowed_networks="127.0.0.0/8",
+    )
+    client = time_skipping_env.client
+    context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
+    activities = WebhookActivities(context, clock=server_clock)
+    queue = task_queue()
+    receiver.behave("later", sequence(500, 500, 500, 200))
+    endpoint = create_endpoint(engine, keyring, receiver.url("later"), ["can.*"])
+    publish_event(engine, "can.test", {})
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[WebhookDispatchWorkflow],
+        activities=[activities.pump_deliveries, activities.deliver_retries],
+    ):
+        handle = await client.start_workflow(
+            WebhookDispatchWorkflow.run,
+            WebhookDispatchInput(
+                pump_budget_seconds=5,
+                idle_pause_seconds=60,  # a pump a minute: many runs within the retries
+                pump_heartbeat_seconds=30,
+                max_pumps_per_run=3,
+            ),
+            id=f"webhook-dispatch-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        for _ in range(12):
+            await time_skipping_env.sleep(timedelta(minutes=10))
+        [delivery] = deliveries_of(engine, endpoint)
+        assert delivery.status == "DELIVERED"
+        assert [a.status_code for a in attempts_of(engine, delivery.id)] == [500, 500, 500, 200]
+        state = await handle.query(WebhookDispatchWorkflow.state)
+        assert state.runs >= 3  # it continued-as-new while retries were held
+        await handle.terminate()
+    await activities.close()
