@@ -426,3 +426,56 @@ async def test_rate_limit_caps_attempts_per_second(stack: Stack, receiver: Recei
     # At most 5 attempts per second (calendar seconds): 20 need 4 distinct seconds.
     assert times[-1] - times[0] > 2.0
     assert len(receiver.at("free")) == 20  # other endpoints are not held back
+
+
+async def test_secrets_and_header_values_are_sealed_at_rest(
+    stack: Stack, receiver: Receiver
+) -> None:
+    async with stack.http() as http:
+        created = await create(
+            http, receiver, "sealed", ["seal.test"], headers={"Authorization": "Bearer rcv-123"}
+        )
+        await http.post(f"/v1/webhooks/{created['id']}/rotate-secret")
+    from sqlalchemy import text
+
+    with stack.engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT * FROM webhook_endpoints WHERE url = :url"), {"url": created["url"]}
+        ).one()
+    stored = " ".join(str(value) for value in row)
+    assert created["secret"] not in stored and "whsec_" not in stored
+    assert "rcv-123" not in stored
+
+
+async def test_deleting_an_endpoint_fails_its_waiting_deliveries(
+    stack: Stack, receiver: Receiver
+) -> None:
+    receiver.behave("doomed", always(500))
+    async with stack.http() as http:
+        hook = await create(http, receiver, "doomed", ["doom.test"])
+        await http.post("/v1/events", json={"type": "doom.test", "data": {}})
+
+        async def retrying() -> dict | None:
+            items = (await http.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()["data"]
+            return items[0] if items and items[0]["status"] == "RETRYING" else None
+
+        delivery = await eventually(retrying)
+        await http.delete(f"/v1/webhooks/{hook['id']}")
+        detail = (await http.get(f"/v1/deliveries/{delivery['id']}")).json()["data"]
+        assert detail["status"] == "FAILED"
+        published = (await http.post("/v1/events", json={"type": "doom.test", "data": {}})).json()
+        assert published["data"]["endpoints"] == 0
+
+
+async def test_dispatcher_state_is_visible_as_a_run(stack: Stack, receiver: Receiver) -> None:
+    from relay.workflows.webhook_dispatch import dispatcher_workflow_id
+
+    async with stack.http() as http:
+        await create(http, receiver, "seen", ["seen.test"])
+        await http.post("/v1/events", json={"type": "seen.test", "data": {}})
+        await eventually(lambda: receiver.at("seen"))
+        workflow_id = dispatcher_workflow_id(stack.settings.temporal_task_queue)
+        run = (await http.get(f"/v1/runs/{workflow_id}")).json()["data"]
+    assert run["workflowType"] == "WebhookDispatchWorkflow"
+    assert run["status"] == "Running"
+    assert {"pumps", "delivered", "held_retries", "next_retry_at"} <= set(run["state"])
