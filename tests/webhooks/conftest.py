@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,10 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+from temporalio.service import RPCError
+
+from relay.workflows.webhook_dispatch import dispatcher_workflow_id
+from tests.conftest import Stack
 
 
 @dataclass
@@ -91,3 +96,16 @@ async def receiver() -> AsyncIterator[Receiver]:
     recv.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     yield recv
     await runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(stack: Stack) -> AsyncIterator[Stack]:
+    """The shared stack, with its webhook dispatcher terminated afterwards.
+
+    Every stack has its own task queue and so its own dispatcher on the session's dev
+    server; left running, each would keep a pump activity scheduled with no worker.
+    """
+    yield stack
+    workflow_id = dispatcher_workflow_id(stack.settings.temporal_task_queue)
+    with contextlib.suppress(RPCError):
+        await stack.client.get_workflow_handle(workflow_id).terminate("test finished")
