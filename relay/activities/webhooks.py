@@ -36,7 +36,7 @@ from relay.core.db import utcnow
 from relay.core.errors import ErrorCode
 from relay.core.webhooks import outbox
 from relay.core.webhooks.endpoints import open_headers
-from relay.core.webhooks.outbox import Claim, Outcome, Recorded
+from relay.core.webhooks.outbox import Claim, Outcome, Recorded, Reschedule
 from relay.core.webhooks.policy import RetryPolicy
 from relay.core.webhooks.sender import attempt, event_body, make_session
 from relay.core.webhooks.signing import signing_keys
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 PER_ENDPOINT_CONCURRENCY = 64
 # How long finished attempts may wait before they are recorded in one batch.
 FLUSH_INTERVAL_SECONDS = 0.05
+HAND_OVER_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -189,13 +190,11 @@ class WebhookActivities:
             timer_held=timer_held,
         )
 
-    async def _hand_over(self, recorded: Recorded) -> None:
+    async def _hand_over(self, reschedules: list[Reschedule]) -> None:
         """Give recorded retries to the dispatcher's timers; on failure, to the sweep."""
-        if not recorded.reschedules:
+        if not reschedules:
             return
-        held = [
-            HeldRetry(str(r.delivery_id), r.scheduled_attempts, r.due) for r in recorded.reschedules
-        ]
+        held = [HeldRetry(str(r.delivery_id), r.scheduled_attempts, r.due) for r in reschedules]
         info = activity.info()
         try:
             handle = self._context.client.get_workflow_handle(info.workflow_id or "")
@@ -203,7 +202,7 @@ class WebhookActivities:
         except Exception:
             activity.logger.warning("retry hand-over failed; the database sweep takes them")
             await asyncio.to_thread(
-                outbox.release_timers, self._engine, [r.delivery_id for r in recorded.reschedules]
+                outbox.release_timers, self._engine, [r.delivery_id for r in reschedules]
             )
 
     # --- activities ------------------------------------------------------------------
@@ -227,6 +226,17 @@ class WebhookActivities:
         # Set whenever a request or a recording finishes: the loop then looks again.
         wake = asyncio.Event()
         recording: asyncio.Task[None] | None = None
+        # Recorded retries wait here and go to the workflow in one signal a second at
+        # most (the shortest retry is seconds away), not one signal per batch.
+        held_back: list[Reschedule] = []
+        last_hand_over = time.monotonic()
+
+        async def hand_over() -> None:
+            nonlocal last_hand_over
+            batch = held_back[:]
+            held_back.clear()
+            last_hand_over = time.monotonic()
+            await self._hand_over(batch)
 
         async def run(job: outbox.Job, body: bytes, keys: list[bytes]) -> None:
             try:
@@ -241,7 +251,7 @@ class WebhookActivities:
                 result.delivered += recorded.delivered
                 result.failed += recorded.failed
                 result.rescheduled += len(recorded.reschedules)
-                await self._hand_over(recorded)
+                held_back.extend(recorded.reschedules)
             finally:
                 wake.set()
 
@@ -287,7 +297,12 @@ class WebhookActivities:
                     finished.clear()
                     last_flush = time.monotonic()
                     recording = asyncio.create_task(record(batch))
-                if not in_flight and not finished and recording is None:
+                settled = not in_flight and not finished and recording is None
+                if held_back and (
+                    settled or time.monotonic() - last_hand_over >= HAND_OVER_INTERVAL_SECONDS
+                ):
+                    await hand_over()
+                if settled:
                     if not claiming:
                         return result
                     if params.return_when_idle and not claimed:
@@ -308,6 +323,13 @@ class WebhookActivities:
                 await asyncio.shield(asyncio.wait([recording]))
             if finished:
                 await asyncio.shield(self._record(finished[:], timer_held=False))
+            if held_back:
+                # Nobody will signal these: the sweep takes them as soon as they are due.
+                await asyncio.shield(
+                    asyncio.to_thread(
+                        outbox.release_timers, self._engine, [r.delivery_id for r in held_back]
+                    )
+                )
             raise
 
     @activity.defn
