@@ -463,6 +463,8 @@ async def test_deleting_an_endpoint_fails_its_waiting_deliveries(
         await http.delete(f"/v1/webhooks/{hook['id']}")
         detail = (await http.get(f"/v1/deliveries/{delivery['id']}")).json()["data"]
         assert detail["status"] == "FAILED"
+        retry = await http.post(f"/v1/deliveries/{delivery['id']}/retry")
+        assert retry.status_code == 409 and retry.json()["error"]["code"] == "CONFLICT"
         published = (await http.post("/v1/events", json={"type": "doom.test", "data": {}})).json()
         assert published["data"]["endpoints"] == 0
 

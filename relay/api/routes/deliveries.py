@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -21,6 +21,7 @@ from relay.core.errors import ErrorCode, RelayError
 from relay.core.models.webhooks import AttemptTrigger, DeliveryStatus, WebhookAttempt
 from relay.core.webhooks.dispatcher import dispatcher_handle
 from relay.core.webhooks.publish import deliveries_table as D
+from relay.core.webhooks.publish import endpoints_table as E
 from relay.workflows.webhook_dispatch import WebhookDispatchWorkflow
 
 router = APIRouter(
@@ -28,6 +29,7 @@ router = APIRouter(
 )
 
 A = WebhookAttempt.__table__  # type: ignore[attr-defined]
+MANUAL_RETRY_RPC_TIMEOUT = timedelta(seconds=45)
 
 
 class Attempt(ApiModel):
@@ -48,6 +50,14 @@ class DeliveryDetail(Delivery):
 class ManualAttempt(Attempt):
     delivery_id: uuid.UUID
     status: DeliveryStatus
+
+
+def _endpoint_deleted(engine: Any, endpoint_id: uuid.UUID) -> bool:
+    with engine.connect() as connection:
+        deleted = connection.execute(
+            select(E.c.deleted_at).where(E.c.id == endpoint_id)
+        ).scalar_one_or_none()
+    return deleted is not None
 
 
 def _find(engine: Any, delivery_id: uuid.UUID) -> tuple[Any, list[Any]]:
@@ -96,16 +106,21 @@ async def get_delivery(delivery_id: uuid.UUID, engine: EngineDep) -> dict[str, A
     "attempt is recorded and returned. A success marks the delivery DELIVERED; a failure "
     "leaves its schedule as it was.",
     response_model=Envelope[ManualAttempt],
-    responses=error_responses(401, 404, 503),
+    responses=error_responses(401, 404, 409, 503),
 )
 async def retry_delivery(
     delivery_id: uuid.UUID, engine: EngineDep, client: TemporalDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    await asyncio.to_thread(_find, engine, delivery_id)
+    row, _ = await asyncio.to_thread(_find, engine, delivery_id)
+    if await asyncio.to_thread(_endpoint_deleted, engine, row.endpoint_id):
+        raise RelayError(ErrorCode.CONFLICT, "the delivery's endpoint was deleted")
     handle = dispatcher_handle(client, settings)
     try:
         result = await handle.execute_update(
-            WebhookDispatchWorkflow.retry_delivery, ManualRetryInput(str(delivery_id))
+            WebhookDispatchWorkflow.retry_delivery,
+            ManualRetryInput(str(delivery_id)),
+            # No worker running the dispatcher: 503 TEMPORAL_UNAVAILABLE, not a hung request.
+            rpc_timeout=MANUAL_RETRY_RPC_TIMEOUT,
         )
     except WorkflowUpdateFailedError as exc:
         cause: BaseException | None = exc.cause
