@@ -481,3 +481,40 @@ async def test_dispatcher_state_is_visible_as_a_run(stack: Stack, receiver: Rece
     assert run["workflowType"] == "WebhookDispatchWorkflow"
     assert run["status"] == "Running"
     assert {"pumps", "delivered", "held_retries", "next_retry_at"} <= set(run["state"])
+
+
+async def test_sweep_finds_a_retry_whose_timer_was_lost(stack: Stack, receiver: Receiver) -> None:
+    """A crash between recording a failure and handing it to a timer strands nothing."""
+    from sqlalchemy import update
+
+    from relay.core.db import utcnow
+    from relay.core.webhooks.publish import deliveries_table, publish_in
+
+    async with stack.http() as http:
+        await create(http, receiver, "orphan", ["orphan.test"])
+    grace = stack.settings.webhook_sweep_grace
+    with stack.engine.begin() as connection:
+        now = utcnow()
+        published = publish_in(
+            connection,
+            "orphan.test",
+            {},
+            idempotency_key=None,
+            exclude_endpoint_id=None,
+            now=now,
+        )
+        # As if attempt 1 failed and was recorded, and the worker died before the
+        # hand-over: RETRYING, held by a timer nobody has, well overdue.
+        connection.execute(
+            update(deliveries_table)
+            .where(deliveries_table.c.event_id == published.event_id)
+            .values(
+                status="RETRYING",
+                attempts=1,
+                scheduled_attempts=1,
+                timer_held=True,
+                next_attempt_at=now - 2 * grace,
+            )
+        )
+    await eventually(lambda: receiver.at("orphan"))
+    assert receiver.at("orphan")[0].json["type"] == "orphan.test"
