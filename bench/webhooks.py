@@ -165,8 +165,11 @@ class Stack:
         return key
 
     def _spawn(self, command: list[str]) -> None:
+        # Output goes to DATA_DIR/<name>.log (the dev server complains when stopped).
+        name = Path(command[0]).name if "relay.cli" not in command else command[-1]
+        log = (self.dir / f"{name}.log").open("ab")
         self.processes.append(
-            subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL)  # noqa: S603
+            subprocess.Popen(command, env=self.env, stdout=log, stderr=log)  # noqa: S603
         )
 
     def _wait_port(self, port: int) -> None:
