@@ -21,6 +21,7 @@ migrate: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check relay tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -28,6 +29,7 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -250,10 +252,22 @@ async def stack(
         await start_long_lived_workflows(context)
         with ServerThread(app) as server:
             yield Stack(settings, engine, keyring, client, server.url, raw_key, context)
+        # Long-lived runs (the webhook dispatcher, connections) would otherwise keep
+        # scheduling activities on this test's task queue for the rest of the session.
+        await terminate_running(client, settings.temporal_task_queue)
         for close in context.closers:
             result = close()
             if asyncio.iscoroutine(result):
                 await result
+
+
+async def terminate_running(client: Client, task_queue: str) -> None:
+    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        with contextlib.suppress(RPCError):
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+                reason="test finished"
+            )
 
 
 @pytest.fixture

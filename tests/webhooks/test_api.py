@@ -480,7 +480,7 @@ async def test_dispatcher_state_is_visible_as_a_run(stack: Stack, receiver: Rece
         run = (await http.get(f"/v1/runs/{workflow_id}")).json()["data"]
     assert run["workflowType"] == "WebhookDispatchWorkflow"
     assert run["status"] == "Running"
-    assert {"pumps", "delivered", "held_retries", "next_retry_at"} <= set(run["state"])
+    assert {"pumps", "delivered", "heldRetries", "nextRetryAt"} <= set(run["state"])
 
 
 async def test_sweep_finds_a_retry_whose_timer_was_lost(stack: Stack, receiver: Receiver) -> None:

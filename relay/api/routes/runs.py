@@ -10,6 +10,8 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic.alias_generators import to_camel
+from pydantic_core import to_jsonable_python
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -84,6 +86,15 @@ def _run(execution: WorkflowExecution) -> dict[str, Any]:
         "close_time": execution.close_time,
         "search_attributes": _relay_attributes(execution),
     }
+
+
+def _camel_keys(value: Any) -> Any:
+    """Workflow state dataclasses are snake_case; the wire is camelCase."""
+    if isinstance(value, dict):
+        return {to_camel(str(key)): _camel_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_camel_keys(item) for item in value]
+    return value
 
 
 def _clause(field: str, value: str | None) -> str | None:
@@ -173,7 +184,8 @@ async def get_run(workflow_id: str, client: TemporalDep, request: Request) -> di
     query = request.app.state.state_queries.get(description.workflow_type)
     if query is not None:
         try:
-            detail["state"] = await handle.query(query, rpc_timeout=STATE_QUERY_TIMEOUT)
+            state = await handle.query(query, rpc_timeout=STATE_QUERY_TIMEOUT)
+            detail["state"] = _camel_keys(to_jsonable_python(state))
         except RPCError:
             detail["state"] = None  # no worker to answer, or the run predates the query
     return {"success": True, "data": RunDetail.model_validate(detail)}

@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from relay.core.db import utcnow
@@ -68,7 +68,8 @@ class WebhookEndpoint(SQLModel, table=True):
     disabled_reason: str | None = Field(default=None, max_length=200)
     failing_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     last_triggered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-    rate_window: int | None = None
+    # Epoch seconds: BIGINT, since a 32-bit INTEGER overflows in 2038.
+    rate_window: int | None = Field(default=None, sa_type=BigInteger)
     rate_count: int = 0
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)

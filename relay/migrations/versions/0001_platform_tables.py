@@ -8,7 +8,6 @@ Create Date: 2026-11-22 05:10:01.520634
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 import relay.core.models.types
@@ -24,9 +23,9 @@ def upgrade() -> None:
     op.create_table(
         "api_keys",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("key_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("prefix", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column(
             "last_used_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
@@ -41,14 +40,14 @@ def upgrade() -> None:
     op.create_table(
         "provider_calls",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("idempotency_key", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-        sa.Column("provider", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("operation", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("operation", sa.String(length=100), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("result", relay.core.models.types.JSONType, nullable=True),
-        sa.Column("error_code", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-        sa.Column("error_message", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
+        sa.Column("error_code", sa.String(length=64), nullable=True),
+        sa.Column("error_message", sa.String(length=1000), nullable=True),
         sa.Column(
             "reserved_until", relay.core.models.types.UTCDateTime(timezone=True), nullable=False
         ),

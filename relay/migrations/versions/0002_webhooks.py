@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column(
             "last_triggered_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
         ),
-        sa.Column("rate_window", sa.Integer(), nullable=True),
+        sa.Column("rate_window", sa.BigInteger(), nullable=True),
         sa.Column("rate_count", sa.Integer(), nullable=False),
         sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
