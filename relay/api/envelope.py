@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from relay.core.errors import ErrorCode, RelayError
 
 T = TypeVar("T")
 
@@ -50,3 +57,23 @@ def ok(data: Any) -> dict[str, Any]:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries documenting the error envelope for a route's failure statuses."""
     return {status: {"model": ErrorEnvelope} for status in statuses}
+
+
+def encode_cursor(moment: datetime, row_id: uuid.UUID) -> str:
+    """An opaque keyset cursor: the (time, id) of the last row of a page."""
+    raw = json.dumps([moment.isoformat(), str(row_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not cursor:
+        return None
+    try:
+        moment, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(moment), uuid.UUID(row_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise RelayError(
+            ErrorCode.VALIDATION_ERROR,
+            "cursor is not valid",
+            [{"field": "cursor", "in": "query", "message": "pass nextCursor unchanged"}],
+        ) from None

@@ -10,8 +10,6 @@ database on its next request. GET …/credentials is the only route that returns
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import re
 import uuid
@@ -47,7 +45,16 @@ from relay.api.deps import (
     TemporalDep,
     require_api_key,
 )
-from relay.api.envelope import DEFAULT_LIMIT, MAX_LIMIT, ApiModel, Envelope, Page, error_responses
+from relay.api.envelope import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ApiModel,
+    Envelope,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    error_responses,
+)
 from relay.core import search_attributes
 from relay.core.db import utcnow
 from relay.core.errors import ErrorCode, RelayError
@@ -337,24 +344,6 @@ def _flights(request: Request) -> _Flights:
     return flights  # type: ignore[no-any-return]
 
 
-def _encode_cursor(moment: datetime, row_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(json.dumps([moment.isoformat(), str(row_id)]).encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if not cursor:
-        return None
-    try:
-        moment, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(moment), uuid.UUID(row_id)
-    except (binascii.Error, ValueError, TypeError):
-        raise RelayError(
-            ErrorCode.VALIDATION_ERROR,
-            "cursor is not valid",
-            [{"field": "cursor", "in": "query", "message": "pass nextCursor unchanged"}],
-        ) from None
-
-
 def _validation(field: str, message: str, where: str = "body") -> RelayError:
     return RelayError(
         ErrorCode.VALIDATION_ERROR,
@@ -579,7 +568,7 @@ async def list_integrations(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    after = _decode_cursor(cursor)
+    after = decode_cursor(cursor)
 
     def query(session: Session) -> list[Integration]:
         statement = select(Integration)
@@ -609,7 +598,7 @@ async def list_integrations(
     return {
         "success": True,
         "data": [_public(row) for row in page],
-        "nextCursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+        "nextCursor": encode_cursor(page[-1].created_at, page[-1].id) if more else None,
     }
 
 
@@ -705,7 +694,7 @@ async def list_sync_logs(
     cursor: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     await _load(engine, integration_id)
-    after = _decode_cursor(cursor)
+    after = decode_cursor(cursor)
 
     def query(session: Session) -> list[IntegrationSyncLog]:
         statement = select(IntegrationSyncLog).where(
@@ -732,7 +721,7 @@ async def list_sync_logs(
     return {
         "success": True,
         "data": [SyncLogPublic.model_validate(row) for row in page],
-        "nextCursor": _encode_cursor(page[-1].started_at, page[-1].id) if more else None,
+        "nextCursor": encode_cursor(page[-1].started_at, page[-1].id) if more else None,
     }
 
 

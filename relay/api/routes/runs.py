@@ -12,7 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic.alias_generators import to_camel
 from pydantic_core import to_jsonable_python
-from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import (
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from relay.api.deps import TemporalDep, require_api_key
@@ -86,6 +91,15 @@ def _run(execution: WorkflowExecution) -> dict[str, Any]:
         "close_time": execution.close_time,
         "search_attributes": _relay_attributes(execution),
     }
+
+
+async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
+    try:
+        return await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RelayError(ErrorCode.RUN_NOT_FOUND, f"no run with id {handle.id!r}") from None
+        raise
 
 
 def _camel_keys(value: Any) -> Any:
@@ -174,12 +188,7 @@ async def list_runs(
 )
 async def get_run(workflow_id: str, client: TemporalDep, request: Request) -> dict[str, Any]:
     handle = client.get_workflow_handle(workflow_id)
-    try:
-        description = await handle.describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise RelayError(ErrorCode.RUN_NOT_FOUND, f"no run with id {workflow_id!r}") from None
-        raise
+    description = await _describe(handle)
     detail = _run(description) | {"history_length": description.history_length}
     query = request.app.state.state_queries.get(description.workflow_type)
     if query is not None:
@@ -200,12 +209,7 @@ async def get_run(workflow_id: str, client: TemporalDep, request: Request) -> di
 )
 async def cancel_run(workflow_id: str, client: TemporalDep) -> dict[str, Any]:
     handle = client.get_workflow_handle(workflow_id)
-    try:
-        description = await handle.describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise RelayError(ErrorCode.RUN_NOT_FOUND, f"no run with id {workflow_id!r}") from None
-        raise
+    description = await _describe(handle)
     if description.status != WorkflowExecutionStatus.RUNNING:
         raise RelayError(ErrorCode.CONFLICT, f"run {workflow_id!r} is not running")
     await client.get_workflow_handle(workflow_id, run_id=description.run_id).cancel()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import uuid
 from datetime import datetime
@@ -16,7 +14,16 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Engine
 
 from relay.api.deps import EngineDep, KeyringDep, SettingsDep, require_api_key
-from relay.api.envelope import DEFAULT_LIMIT, MAX_LIMIT, ApiModel, Envelope, Page, error_responses
+from relay.api.envelope import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ApiModel,
+    Envelope,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    error_responses,
+)
 from relay.core.crypto import Keyring
 from relay.core.db import as_utc, utcnow
 from relay.core.errors import ErrorCode, RelayError
@@ -209,25 +216,6 @@ def _delivery(row: Any) -> dict[str, Any]:
         "created_at": as_utc(row.created_at),
         "updated_at": as_utc(row.updated_at),
     }
-
-
-def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(row_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if not cursor:
-        return None
-    try:
-        created, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), uuid.UUID(row_id)
-    except (binascii.Error, ValueError, TypeError):
-        raise RelayError(
-            ErrorCode.VALIDATION_ERROR,
-            "cursor is not valid",
-            [{"field": "cursor", "in": "query", "message": "not a cursor from this list"}],
-        ) from None
 
 
 def after_cursor(table: Any, cursor: tuple[datetime, uuid.UUID] | None) -> Any:
