@@ -228,6 +228,25 @@ def after_cursor(table: Any, cursor: tuple[datetime, uuid.UUID] | None) -> Any:
     )
 
 
+async def newest_first_page(
+    engine: Engine, table: Any, query: Any, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """One page of `query` over `table`, newest first, and the cursor of the next page."""
+    if (after := after_cursor(table, decode_cursor(cursor))) is not None:
+        query = query.where(after)
+    query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)
+
+    def load() -> list[Any]:
+        with engine.connect() as connection:
+            return list(connection.execute(query))
+
+    rows = await asyncio.to_thread(load)
+    page = rows[:limit]
+    if len(rows) <= limit:
+        return page, None
+    return page, encode_cursor(as_utc(page[-1].created_at), page[-1].id)  # type: ignore[arg-type]
+
+
 def _load(engine: Engine, webhook_id: uuid.UUID) -> Any:
     with engine.connect() as connection:
         row = connection.execute(
@@ -307,20 +326,11 @@ async def list_webhooks(
         query = query.where(E.c.is_active.is_(is_active))
     if integration_id is not None:
         query = query.where(E.c.integration_id == integration_id)
-    if (after := after_cursor(E, decode_cursor(cursor))) is not None:
-        query = query.where(after)
-    query = query.order_by(E.c.created_at.desc(), E.c.id.desc()).limit(limit + 1)
-
-    def load() -> list[Any]:
-        with engine.connect() as connection:
-            return list(connection.execute(query))
-
-    rows = await asyncio.to_thread(load)
-    page, more = rows[:limit], len(rows) > limit
+    page, next_cursor = await newest_first_page(engine, E, query, cursor, limit)
     return {
         "success": True,
         "data": [Webhook.model_validate(_webhook(row, keyring)) for row in page],
-        "nextCursor": encode_cursor(as_utc(page[-1].created_at), page[-1].id) if more else None,  # type: ignore[arg-type]
+        "nextCursor": next_cursor,
     }
 
 
@@ -480,20 +490,11 @@ async def list_deliveries(
         query = query.where(D.c.created_at >= since)
     if until is not None:
         query = query.where(D.c.created_at < until)
-    if (after := after_cursor(D, decode_cursor(cursor))) is not None:
-        query = query.where(after)
-    query = query.order_by(D.c.created_at.desc(), D.c.id.desc()).limit(limit + 1)
-
-    def load() -> list[Any]:
-        with engine.connect() as connection:
-            return list(connection.execute(query))
-
-    rows = await asyncio.to_thread(load)
-    page, more = rows[:limit], len(rows) > limit
+    page, next_cursor = await newest_first_page(engine, D, query, cursor, limit)
     return {
         "success": True,
         "data": [Delivery.model_validate(_delivery(row)) for row in page],
-        "nextCursor": encode_cursor(as_utc(page[-1].created_at), page[-1].id) if more else None,  # type: ignore[arg-type]
+        "nextCursor": next_cursor,
     }
 
 
