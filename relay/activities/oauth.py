@@ -317,30 +317,17 @@ class OAuthActivities:
         )
         started = utcnow()
         base = self._scheduled_time()
-        try:
-            response = await self._post(entry.key, request)
-            parsed = parse_token_response(
-                entry,
-                response.status_code,
-                response.headers,
-                response.text,
-                operation="code exchange",
-                grant_code=ErrorCode.OAUTH_FAILED,
-                other_code=ErrorCode.OAUTH_FAILED,
-                secrets=request.secrets,
-            )
-        except ApplicationError as failure:
-            await asyncio.to_thread(
-                log_sync,
-                self._engine,
-                integration_id,
-                SyncAction.TOKEN_EXCHANGE,
-                SyncStatus.FAILED,
-                error=failure.message,
-                meta={"attempt": activity.info().attempt},
-                started_at=started,
-            )
-            raise
+        parsed = await self._token_call(
+            entry,
+            request,
+            integration_id,
+            SyncAction.TOKEN_EXCHANGE,
+            started,
+            operation="code exchange",
+            grant_code=ErrorCode.OAUTH_FAILED,
+            other_code=ErrorCode.OAUTH_FAILED,
+            meta={},
+        )
         info = self._info(entry, parsed, base, parsed.refresh_token)
         if not info.scope:
             info.scope = list(state.scopes)
@@ -348,6 +335,45 @@ class OAuthActivities:
             self._store_exchange, integration_id, state_id, entry, parsed, info, started
         )
         return info
+
+    async def _token_call(
+        self,
+        entry: ProviderEntry,
+        request: TokenRequest,
+        integration_id: uuid.UUID,
+        action: SyncAction,
+        started: datetime,
+        *,
+        operation: str,
+        grant_code: ErrorCode,
+        other_code: ErrorCode,
+        meta: dict[str, Any],
+    ) -> TokenResponse:
+        """POST to the token endpoint and parse the answer; a failure is sync-logged first."""
+        try:
+            response = await self._post(entry.key, request)
+            return parse_token_response(
+                entry,
+                response.status_code,
+                response.headers,
+                response.text,
+                operation=operation,
+                grant_code=grant_code,
+                other_code=other_code,
+                secrets=request.secrets,
+            )
+        except ApplicationError as failure:
+            await asyncio.to_thread(
+                log_sync,
+                self._engine,
+                integration_id,
+                action,
+                SyncStatus.FAILED,
+                error=failure.message,
+                meta={**meta, "attempt": activity.info().attempt},
+                started_at=started,
+            )
+            raise
 
     def _state(self, state_id: uuid.UUID, integration_id: uuid.UUID) -> OAuthState:
         with Session(self._engine) as session:
@@ -507,30 +533,17 @@ class OAuthActivities:
         )
         started = utcnow()
         base = self._scheduled_time()
-        try:
-            response = await self._post(entry.key, request)
-            parsed = parse_token_response(
-                entry,
-                response.status_code,
-                response.headers,
-                response.text,
-                operation="token refresh",
-                grant_code=ErrorCode.REFRESH_FAILED,
-                other_code=ErrorCode.PROVIDER_ERROR,
-                secrets=request.secrets,
-            )
-        except ApplicationError as failure:
-            await asyncio.to_thread(
-                log_sync,
-                self._engine,
-                integration_id,
-                SyncAction.TOKEN_REFRESH,
-                SyncStatus.FAILED,
-                error=failure.message,
-                meta={"reason": params.reason, "attempt": activity.info().attempt},
-                started_at=started,
-            )
-            raise
+        parsed = await self._token_call(
+            entry,
+            request,
+            integration_id,
+            SyncAction.TOKEN_REFRESH,
+            started,
+            operation="token refresh",
+            grant_code=ErrorCode.REFRESH_FAILED,
+            other_code=ErrorCode.PROVIDER_ERROR,
+            meta={"reason": params.reason},
+        )
         # RFC 6749 section 6: a response without a refresh token leaves the old one valid.
         keep = parsed.refresh_token or tokens.refresh_token
         info = self._info(entry, parsed, base, keep)
