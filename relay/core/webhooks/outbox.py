@@ -119,6 +119,18 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
+# What an attempt needs of a delivery it has just numbered (claimed or manual).
+_ATTEMPT_COLUMNS = (
+    D.c.id,
+    D.c.endpoint_id,
+    D.c.event_id,
+    D.c.event_type,
+    D.c.attempts,
+    D.c.scheduled_attempts,
+    D.c.status,
+)
+
+
 def _lease_free(now: datetime) -> Any:
     return or_(D.c.claimed_until.is_(None), D.c.claimed_until < now)
 
@@ -238,18 +250,7 @@ def _finish_claim(
     if trigger == AttemptTrigger.SCHEDULED:
         values["scheduled_attempts"] = D.c.scheduled_attempts + 1
     rows = connection.execute(
-        update(D)
-        .where(D.c.id.in_(chosen), condition)
-        .values(**values)
-        .returning(
-            D.c.id,
-            D.c.endpoint_id,
-            D.c.event_id,
-            D.c.event_type,
-            D.c.attempts,
-            D.c.scheduled_attempts,
-            D.c.status,
-        )
+        update(D).where(D.c.id.in_(chosen), condition).values(**values).returning(*_ATTEMPT_COLUMNS)
     ).all()
     claim = Claim()
     claim.events = _load_events(connection, {row.event_id for row in rows})
@@ -381,15 +382,7 @@ def claim_manual(engine: Engine, delivery_id: uuid.UUID, *, now: datetime) -> Cl
             update(D)
             .where(D.c.id == delivery_id)
             .values(attempts=D.c.attempts + 1, updated_at=now)
-            .returning(
-                D.c.id,
-                D.c.endpoint_id,
-                D.c.event_id,
-                D.c.event_type,
-                D.c.attempts,
-                D.c.scheduled_attempts,
-                D.c.status,
-            )
+            .returning(*_ATTEMPT_COLUMNS)
         ).first()
         if row is None:
             return None
