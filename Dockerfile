@@ -6,6 +6,10 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY relay ./relay
+COPY api ./api
+COPY workflows ./workflows
+COPY activities ./activities
+COPY worker.py ./
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- runtime ------------------------------------------------------------------------------

@@ -20,13 +20,13 @@ migrate: $(STAMP)
 	$(BIN)/relay migrate
 
 test: $(STAMP)
-	$(BIN)/ruff check relay tests bench
+	$(BIN)/ruff check relay api workflows activities worker.py tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check relay tests bench
-	$(BIN)/ruff format --check relay tests bench
+	$(BIN)/ruff check relay api workflows activities worker.py tests bench
+	$(BIN)/ruff format --check relay api workflows activities worker.py tests bench
 	$(BIN)/mypy
 
 typecheck: $(STAMP)

@@ -37,10 +37,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from relay.core.api_keys import create_key
-from relay.core.crypto import generate_key_spec
-from relay.core.db import make_engine
-from relay.core.migrate import upgrade
+from relay.api_keys import create_key
+from relay.crypto import generate_key_spec
+from relay.db import make_engine
+from relay.migrate import upgrade
 
 PLAIN_CONCURRENCY = 50
 DEADLINE_SECONDS = 300

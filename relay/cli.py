@@ -14,9 +14,9 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from relay.core.errors import ConfigError, RelayError
-from relay.core.logging import redact
-from relay.core.settings import Settings, load_settings
+from relay.errors import ConfigError, RelayError
+from relay.logging import redact
+from relay.settings import Settings, load_settings
 
 app = typer.Typer(
     help="Relay: durable third-party integrations on Temporal.",
@@ -35,7 +35,7 @@ def _settings() -> Settings:
 
 
 def _engine(settings: Settings):  # type: ignore[no-untyped-def]
-    from relay.core.db import make_engine
+    from relay.db import make_engine
 
     return make_engine(settings.sqlalchemy_url)
 
@@ -56,8 +56,8 @@ def api(
     """Serve the HTTP API."""
     import uvicorn
 
-    from relay.api.app import create_app
-    from relay.core.logging import configure_logging
+    from api.app import create_app
+    from relay.logging import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -74,8 +74,8 @@ def api(
 @app.command()
 def worker() -> None:
     """Run a worker on TEMPORAL_TASK_QUEUE (run several for more throughput)."""
-    from relay.core.logging import configure_logging
-    from relay.worker import run_worker
+    from relay.logging import configure_logging
+    from worker import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -85,7 +85,7 @@ def worker() -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    from relay.core.migrate import upgrade
+    from relay.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.sqlalchemy_url)
@@ -95,7 +95,7 @@ def migrate() -> None:
 @keys.command("create")
 def keys_create(name: str) -> None:
     """Create an API key; it is printed once, alone on the last line."""
-    from relay.core.api_keys import create_key
+    from relay.api_keys import create_key
 
     record, raw = create_key(_engine(_settings()), name)
     typer.echo(
@@ -107,7 +107,7 @@ def keys_create(name: str) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List API keys (names and prefixes, never the keys)."""
-    from relay.core.api_keys import list_keys
+    from relay.api_keys import list_keys
 
     records = list_keys(_engine(_settings()))
     if not records:
@@ -124,7 +124,7 @@ def keys_list() -> None:
 @keys.command("revoke")
 def keys_revoke(name: str) -> None:
     """Revoke an API key by name; requests with it get 401 from then on."""
-    from relay.core.api_keys import revoke_key
+    from relay.api_keys import revoke_key
 
     revoke_key(_engine(_settings()), name)
     typer.echo(f"revoked API key {name!r}")
@@ -133,8 +133,8 @@ def keys_revoke(name: str) -> None:
 @keys.command("rotate-tokens")
 def keys_rotate_tokens() -> None:
     """Re-encrypt every stored OAuth token with the current (first) key of ENCRYPTION_KEYS."""
-    from relay.core.crypto import load_keyring
-    from relay.core.oauth.tokens import count_stale, rotate_tokens
+    from relay.crypto import load_keyring
+    from relay.oauth.tokens import count_stale, rotate_tokens
 
     settings = _settings()
     keyring = load_keyring(

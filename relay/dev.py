@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relay.core import search_attributes
-from relay.core.errors import ConfigError
-from relay.core.migrate import upgrade
-from relay.core.settings import Settings
+from relay import search_attributes
+from relay.errors import ConfigError
+from relay.migrate import upgrade
+from relay.settings import Settings
 
 STOP_GRACE_SECONDS = 25
 READY_WAIT_SECONDS = 90
@@ -202,8 +202,8 @@ def _banner(settings: Settings, has_key: bool) -> str:
 
 
 def _has_api_key(settings: Settings) -> bool:
-    from relay.core.api_keys import list_keys
-    from relay.core.db import make_engine
+    from relay.api_keys import list_keys
+    from relay.db import make_engine
 
     engine = make_engine(settings.sqlalchemy_url)
     try:

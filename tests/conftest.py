@@ -33,16 +33,16 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from relay.api.app import create_app
-from relay.core import search_attributes
-from relay.core.api_keys import create_key
-from relay.core.crypto import Keyring, generate_key_spec
-from relay.core.db import make_engine
-from relay.core.ledger import Ledger
-from relay.core.migrate import upgrade
-from relay.core.settings import Settings
-from relay.core.temporal import data_converter
-from relay.worker import WorkerContext, build_worker
+from api.app import create_app
+from relay import search_attributes
+from relay.api_keys import create_key
+from relay.crypto import Keyring, generate_key_spec
+from relay.db import make_engine
+from relay.ledger import Ledger
+from relay.migrate import upgrade
+from relay.settings import Settings
+from relay.temporal import data_converter
+from worker import WorkerContext, build_worker
 
 BIN = Path(sys.prefix) / "bin"
 TEMPORAL_CLI = BIN / "temporal"
@@ -108,7 +108,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def _truncate_all(engine: Engine) -> None:
-    from relay.core.models import metadata
+    from relay.models import metadata
 
     names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
     with engine.begin() as connection:
@@ -246,7 +246,7 @@ async def stack(
 
     worker = build_worker(context, extra_workflows=[EchoWorkflow], extra_activities=[echo_activity])
     app = create_app(settings, engine=engine, keyring=keyring, extra_workflows=[EchoWorkflow])
-    from relay.worker import start_long_lived_workflows
+    from worker import start_long_lived_workflows
 
     async with worker:
         await start_long_lived_workflows(context)

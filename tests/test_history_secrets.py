@@ -14,9 +14,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from relay.core.crypto import Keyring
-from relay.core.settings import Settings
-from relay.core.temporal import connect
+from relay.crypto import Keyring
+from relay.settings import Settings
+from relay.temporal import connect
 from tests.conftest import eventually, task_queue
 from tests.support.failing import LeakyInput, LeakyWorkflow, reject_token
 from tests.support.workflows import EchoInput, EchoWorkflow, echo_activity

@@ -14,9 +14,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from relay.core.db import make_engine
-from relay.core.migrate import alembic_config, current_heads, downgrade, upgrade
-from relay.core.models import metadata
+from relay.db import make_engine
+from relay.migrate import alembic_config, current_heads, downgrade, upgrade
+from relay.models import metadata
 
 
 def _params() -> list[str]:

@@ -19,11 +19,11 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from relay.core.crypto import Keyring
-from relay.core.temporal import data_converter
-from relay.workflows.registry import all_workflows, workflow_name
+from relay.crypto import Keyring
+from relay.temporal import data_converter
 from tests.histories.scenarios import HISTORIES, KEYS_FILE, load_scenarios, recorded_test_workflows
 from tests.support.workflows import EchoInput, EchoState, echo_activity
+from workflows.registry import all_workflows, workflow_name
 
 _RECORDED = sorted(HISTORIES.glob("*/*.json"))
 

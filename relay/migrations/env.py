@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from relay.core.db import make_engine
-from relay.core.models import metadata
+from relay.db import make_engine
+from relay.models import metadata
 
 config = context.config
 
@@ -14,7 +14,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from relay.core.settings import load_settings
+    from relay.settings import load_settings
 
     return load_settings().sqlalchemy_url
 

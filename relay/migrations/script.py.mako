@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import relay.core.models.types
+import relay.models.types
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

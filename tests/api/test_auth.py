@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.engine import Engine
 
-from relay.api.app import create_app
-from relay.core.api_keys import authenticate, create_key, revoke_key
-from relay.core.settings import Settings
+from api.app import create_app
+from relay.api_keys import authenticate, create_key, revoke_key
+from relay.settings import Settings
 from tests.conftest import ServerThread
 from tests.support.api import api_routes, bearer, closed_address
 

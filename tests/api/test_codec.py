@@ -14,9 +14,9 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client, WorkflowHandle
 
-from relay.core.api_keys import create_key, revoke_key
-from relay.core.codec import ENCODING, KEY_ID_METADATA
-from relay.core.crypto import Keyring, generate_key_spec
+from relay.api_keys import create_key, revoke_key
+from relay.codec import ENCODING, KEY_ID_METADATA
+from relay.crypto import Keyring, generate_key_spec
 from tests.conftest import TEMPORAL_CLI, Stack, eventually
 from tests.support.workflows import EchoInput, EchoWorkflow
 
@@ -112,7 +112,7 @@ async def test_codec_without_a_live_key_is_401(
 
 
 def _name_of(stack: Stack, raw: str) -> str:
-    from relay.core.api_keys import hash_key, list_keys
+    from relay.api_keys import hash_key, list_keys
 
     return next(key.name for key in list_keys(stack.engine) if key.key_hash == hash_key(raw))
 

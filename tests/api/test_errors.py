@@ -11,8 +11,8 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from relay.api.app import create_app
-from relay.core.settings import Settings
+from api.app import create_app
+from relay.settings import Settings
 from tests.conftest import ServerThread, Stack
 from tests.support.api import api_routes, bearer, closed_address, new_key
 

@@ -10,9 +10,9 @@ import httpx
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
-from relay.api.app import create_app
-from relay.core.db import make_engine
-from relay.core.settings import Settings
+from api.app import create_app
+from relay.db import make_engine
+from relay.settings import Settings
 from tests.conftest import ServerThread, Stack, eventually, free_port
 from tests.support.api import DevServer, bearer, closed_address, new_key
 
@@ -108,7 +108,7 @@ async def test_ready_follows_temporal_going_away_and_coming_back(
     """Stop the Temporal server under a running API, then start it again on the same
     port: /ready and /v1 recover without restarting the API."""
     database_url = f"sqlite:///{tmp_path / 'relay.db'}"
-    from relay.core.migrate import upgrade
+    from relay.migrate import upgrade
 
     upgrade(database_url)
     engine = make_engine(database_url)

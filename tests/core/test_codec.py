@@ -11,9 +11,9 @@ from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from relay.core.codec import ENCODING, KEY_ID_METADATA, EncryptionCodec
-from relay.core.crypto import DecryptionError, Keyring, generate_key_spec
-from relay.core.temporal import data_converter
+from relay.codec import ENCODING, KEY_ID_METADATA, EncryptionCodec
+from relay.crypto import DecryptionError, Keyring, generate_key_spec
+from relay.temporal import data_converter
 from tests.conftest import eventually, task_queue
 from tests.support.workflows import EchoInput, EchoWorkflow, echo_activity
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.core.crypto import DecryptionError, Keyring, generate_key_spec, load_keyring
-from relay.core.errors import ConfigError
+from relay.crypto import DecryptionError, Keyring, generate_key_spec, load_keyring
+from relay.errors import ConfigError
 
 
 def _flip(blob: bytes, index: int) -> bytes:

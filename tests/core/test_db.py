@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from relay.core.db import as_utc, session_scope
-from relay.core.models.platform import ProviderCall
+from relay.db import as_utc, session_scope
+from relay.models.platform import ProviderCall
 
 
 def test_aware_datetimes_in_any_zone_come_back_as_the_same_utc_instant(engine: Engine) -> None:

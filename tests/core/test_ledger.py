@@ -17,10 +17,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from relay.core.db import utcnow
-from relay.core.ledger import Ledger
-from relay.core.models.platform import ProviderCall, ProviderCallStatus
-from relay.core.provider_errors import raise_for_status
+from relay.db import utcnow
+from relay.ledger import Ledger
+from relay.models.platform import ProviderCall, ProviderCallStatus
+from relay.provider_errors import raise_for_status
 from tests.conftest import eventually, free_port, task_queue
 from tests.core.conftest import FakeProvider, Reply
 from tests.support.ledger import ChargeActivities, ChargeInput, ChargeWorkflow

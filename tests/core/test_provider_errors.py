@@ -10,8 +10,8 @@ import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from relay.core.errors import ErrorCode
-from relay.core.provider_errors import (
+from relay.errors import ErrorCode
+from relay.provider_errors import (
     MAX_RETRY_AFTER,
     error_for_status,
     parse_retry_after,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.core.errors import ConfigError
-from relay.core.settings import Settings, load_settings, parse_duration
+from relay.errors import ConfigError
+from relay.settings import Settings, load_settings, parse_duration
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ def test_production_with_real_settings_starts(env: pytest.MonkeyPatch, keyring_s
 
 
 def test_production_refusal_stops_the_api(env: pytest.MonkeyPatch) -> None:
-    from relay.api.app import create_app
+    from api.app import create_app
 
     env.setenv("RELAY_ENV", "production")
     with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):

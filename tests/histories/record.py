@@ -25,8 +25,8 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from relay.core import search_attributes
-from relay.core.crypto import generate_key_spec
+from relay import search_attributes
+from relay.crypto import generate_key_spec
 from tests.histories.scenarios import HISTORIES, KEYS_FILE, Recording, Registered, load_scenarios
 
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"

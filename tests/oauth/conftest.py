@@ -36,25 +36,25 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from relay.activities.oauth import OAuthActivities
-from relay.api.app import create_app
-from relay.core.api_keys import create_key
-from relay.core.crypto import Keyring
-from relay.core.ledger import Ledger
-from relay.core.models.integrations import Integration, IntegrationSyncLog
-from relay.core.models.webhooks import WebhookEvent
-from relay.core.oauth.catalog import load_catalog
-from relay.core.oauth.flow import consume_state, create_authorization
-from relay.core.settings import Settings
-from relay.worker import WorkerContext, build_worker
-from relay.workflows.integration import (
+from activities.oauth import OAuthActivities
+from api.app import create_app
+from relay.api_keys import create_key
+from relay.crypto import Keyring
+from relay.ledger import Ledger
+from relay.models.oauth import Integration, IntegrationSyncLog
+from relay.models.webhooks import WebhookEvent
+from relay.oauth.catalog import load_catalog
+from relay.oauth.flow import consume_state, create_authorization
+from relay.settings import Settings
+from tests.conftest import ServerThread, Stack, task_queue
+from tests.oauth.provider import CLIENT_ID, CLIENT_SECRET, AuthServer
+from worker import WorkerContext, build_worker
+from workflows.oauth import (
     AuthorizationCallback,
     AuthorizationOutcome,
     IntegrationInput,
     IntegrationWorkflow,
 )
-from tests.conftest import ServerThread, Stack, task_queue
-from tests.oauth.provider import CLIENT_ID, CLIENT_SECRET, AuthServer
 
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 
@@ -315,7 +315,7 @@ def sync_logs(engine: Engine, integration_id: uuid.UUID | str) -> list[Integrati
 
 def database_text(engine: Engine) -> str:
     """Every value of every table, as text: to search for secrets in the clear."""
-    from relay.core.models import metadata
+    from relay.models import metadata
 
     chunks = []
     with engine.connect() as connection:

@@ -22,18 +22,17 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from relay.api.app import create_app
-from relay.core.codec import EncryptionCodec
-from relay.core.crypto import Keyring
-from relay.core.db import utcnow
-from relay.core.models.integrations import (
+from api.app import create_app
+from relay.codec import EncryptionCodec
+from relay.crypto import Keyring
+from relay.db import utcnow
+from relay.models.oauth import (
     IntegrationCredential,
     IntegrationCredentialAccess,
     OAuthState,
 )
-from relay.core.oauth.tokens import TokenStore
-from relay.core.settings import Settings
-from relay.workflows.integration import IntegrationWorkflow
+from relay.oauth.tokens import TokenStore
+from relay.settings import Settings
 from tests.conftest import ServerThread, Stack, eventually
 from tests.oauth.conftest import (
     APP_REDIRECT,
@@ -49,6 +48,7 @@ from tests.oauth.conftest import (
     sync_logs,
 )
 from tests.oauth.provider import CLIENT_SECRET, AuthServer
+from workflows.oauth import IntegrationWorkflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from sqlalchemy.engine import Engine
 
-from relay.api.app import create_app
-from relay.core.crypto import Keyring
-from relay.core.errors import ConfigError
-from relay.core.oauth.catalog import load_catalog
-from relay.core.settings import Settings
+from api.app import create_app
+from relay.crypto import Keyring
+from relay.errors import ConfigError
+from relay.oauth.catalog import load_catalog
+from relay.settings import Settings
 
 BUILTIN = {
     "tiktok", "instagram", "facebook", "youtube", "twitter", "linkedin", "hubspot",
@@ -158,8 +158,8 @@ def test_a_missing_providers_file_is_a_config_error(tmp_path: Path) -> None:
 def test_the_api_and_the_worker_refuse_to_start_on_a_bad_catalog(
     tmp_path: Path, make_settings: Callable[..., Settings], engine: Engine, keyring: Keyring
 ) -> None:
-    from relay.activities.oauth import oauth_activities
-    from relay.worker import WorkerContext
+    from activities.oauth import oauth_activities
+    from worker import WorkerContext
 
     path = _write(tmp_path, {"acme": {**ACME, "scope_separator": ""}})
     settings = make_settings(providers_file=path)

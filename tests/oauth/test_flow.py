@@ -15,12 +15,12 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from relay.core.crypto import DecryptionError, Keyring
-from relay.core.db import utcnow
-from relay.core.errors import ErrorCode
-from relay.core.models.integrations import IntegrationCredential, OAuthState
-from relay.core.oauth.catalog import ProviderEntry, load_catalog
-from relay.core.oauth.flow import (
+from relay.crypto import DecryptionError, Keyring
+from relay.db import utcnow
+from relay.errors import ErrorCode
+from relay.models.oauth import IntegrationCredential, OAuthState
+from relay.oauth.catalog import ProviderEntry, load_catalog
+from relay.oauth.flow import (
     consume_state,
     create_authorization,
     hash_state,
@@ -29,14 +29,14 @@ from relay.core.oauth.flow import (
     redirect_allowed,
     with_query,
 )
-from relay.core.oauth.protocol import (
+from relay.oauth.protocol import (
     parse_token_response,
     revocation_outcome,
     revocation_request,
     token_request,
 )
-from relay.core.oauth.schedule import refresh_due_at
-from relay.core.oauth.tokens import StaleCredentials, TokenStore
+from relay.oauth.schedule import refresh_due_at
+from relay.oauth.tokens import StaleCredentials, TokenStore
 
 ALLOWED = ["http://localhost", "http://127.0.0.1", "https://app.example.com/oauth"]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from relay.core.crypto import Keyring, generate_key_spec
-from relay.core.models.integrations import IntegrationCredential, OAuthState
-from relay.core.oauth.catalog import ProviderEntry
-from relay.core.oauth.flow import create_authorization, verifier_context
-from relay.core.oauth.tokens import TokenStore
+from relay.crypto import Keyring, generate_key_spec
+from relay.models.oauth import IntegrationCredential, OAuthState
+from relay.oauth.catalog import ProviderEntry
+from relay.oauth.flow import create_authorization, verifier_context
+from relay.oauth.tokens import TokenStore
 
 
 def _connection(engine: Engine, keyring: Keyring, access: str, refresh: str | None) -> uuid.UUID:

@@ -17,15 +17,10 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from relay.core.crypto import Keyring
-from relay.core.oauth.flow import consume_state
-from relay.core.oauth.tokens import TokenStore
-from relay.core.settings import Settings
-from relay.workflows.integration import (
-    DisconnectRequest,
-    IntegrationWorkflow,
-    RefreshRequest,
-)
+from relay.crypto import Keyring
+from relay.oauth.flow import consume_state
+from relay.oauth.tokens import TokenStore
+from relay.settings import Settings
 from tests.oauth.conftest import (
     PROVIDER,
     authorize,
@@ -37,6 +32,11 @@ from tests.oauth.conftest import (
     sync_logs,
 )
 from tests.oauth.provider import AuthServer
+from workflows.oauth import (
+    DisconnectRequest,
+    IntegrationWorkflow,
+    RefreshRequest,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import httpx
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
-from relay.core.settings import Settings
+from relay.settings import Settings
 from tests.conftest import Stack, settings_env
 
 
@@ -124,7 +124,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
 
-    from relay.core.db import make_engine
+    from relay.db import make_engine
 
     engine = make_engine(database_url)
     try:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from relay.core import search_attributes
-from relay.core.settings import Settings
-from relay.worker import GRACEFUL_SHUTDOWN
+from relay import search_attributes
+from relay.settings import Settings
+from worker import GRACEFUL_SHUTDOWN
 
 ROOT = Path(__file__).resolve().parents[2]
 RELAY_SERVICES = ("migrate", "api", "worker")

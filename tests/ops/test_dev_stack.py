@@ -24,10 +24,10 @@ import pytest_asyncio
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from relay.core import search_attributes
-from relay.core.crypto import Keyring
-from relay.core.settings import Settings
-from relay.core.temporal import connect
+from relay import search_attributes
+from relay.crypto import Keyring
+from relay.settings import Settings
+from relay.temporal import connect
 from tests.conftest import eventually, free_port
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from relay.cli import app, keys
-from relay.core.search_attributes import ALL
-from relay.core.settings import Settings
+from relay.search_attributes import ALL
+from relay.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from relay.core.settings import Settings, parse_duration
+from relay.settings import Settings, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 # Variables docker-compose.yml reads that Relay itself does not.

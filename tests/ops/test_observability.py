@@ -25,15 +25,14 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
-from relay.api.app import create_app
-from relay.api.deps import TemporalDep
-from relay.core.crypto import Keyring
-from relay.core.ledger import Ledger
-from relay.core.logging import JsonFormatter, RedactingFilter, configure_logging, redact
-from relay.core.settings import Settings
-from relay.core.telemetry import configure_tracing
-from relay.core.temporal import connect
-from relay.worker import WorkerContext, build_worker
+from api.app import create_app
+from api.deps import TemporalDep
+from relay.crypto import Keyring
+from relay.ledger import Ledger
+from relay.logging import JsonFormatter, RedactingFilter, configure_logging, redact
+from relay.settings import Settings
+from relay.telemetry import configure_tracing
+from relay.temporal import connect
 from tests.conftest import ServerThread, eventually, free_port, settings_env, task_queue
 from tests.support.ops_workflows import (
     LEAKED_TOKEN,
@@ -42,6 +41,7 @@ from tests.support.ops_workflows import (
     chatty_activity,
 )
 from tests.support.workflows import EchoInput, EchoWorkflow, echo_activity
+from worker import WorkerContext, build_worker
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from sqlalchemy.engine import Engine
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from relay.core.crypto import Keyring
-from relay.core.settings import Settings
-from relay.core.webhooks.publish import publish_event
-from relay.workflows.webhook_dispatch import dispatcher_workflow_id
+from relay.crypto import Keyring
+from relay.settings import Settings
+from relay.webhooks.publish import publish_event
 from tests.conftest import eventually, free_port, settings_env, task_queue
 from tests.webhooks.helpers import attempts_of, create_endpoint, deliveries_of
+from workflows.webhooks import dispatcher_workflow_id
 
 SLOW_RESPONSE_SECONDS = 3
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from fastapi.routing import APIRoute
 from sqlalchemy.engine import Engine
 
-from relay.core import search_attributes
-from relay.core.api_keys import create_key
+from relay import search_attributes
+from relay.api_keys import create_key
 from tests.conftest import TEMPORAL_CLI, free_port
 
 

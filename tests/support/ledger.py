@@ -12,8 +12,8 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     import httpx
 
-    from relay.core.ledger import Ledger
-    from relay.core.provider_errors import raise_for_status
+    from relay.ledger import Ledger
+    from relay.provider_errors import raise_for_status
 
 CHARGE_TIMEOUT = timedelta(seconds=10)
 CHARGE_RETRY = RetryPolicy(

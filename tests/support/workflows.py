@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 
-from relay.core import search_attributes
+from relay import search_attributes
 
 
 @dataclass

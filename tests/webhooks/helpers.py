@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from relay.core.crypto import Keyring
-from relay.core.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from relay.core.webhooks.signing import generate_secret, seal_secret
+from relay.crypto import Keyring
+from relay.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from relay.webhooks.signing import generate_secret, seal_secret
 
 E = WebhookEndpoint.__table__
 D = WebhookDelivery.__table__

@@ -470,7 +470,7 @@ async def test_deleting_an_endpoint_fails_its_waiting_deliveries(
 
 
 async def test_dispatcher_state_is_visible_as_a_run(stack: Stack, receiver: Receiver) -> None:
-    from relay.workflows.webhook_dispatch import dispatcher_workflow_id
+    from workflows.webhooks import dispatcher_workflow_id
 
     async with stack.http() as http:
         await create(http, receiver, "seen", ["seen.test"])
@@ -487,8 +487,8 @@ async def test_sweep_finds_a_retry_whose_timer_was_lost(stack: Stack, receiver: 
     """A crash between recording a failure and handing it to a timer strands nothing."""
     from sqlalchemy import update
 
-    from relay.core.db import utcnow
-    from relay.core.webhooks.publish import deliveries_table, publish_in
+    from relay.db import utcnow
+    from relay.webhooks.publish import deliveries_table, publish_in
 
     async with stack.http() as http:
         await create(http, receiver, "orphan", ["orphan.test"])

@@ -9,14 +9,14 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
-from relay.core.crypto import Keyring
-from relay.core.settings import Settings
-from relay.core.webhooks.publish import publish_event
-from relay.core.webhooks.signing import message_id
-from relay.workflows.webhook_dispatch import dispatcher_workflow_id
+from relay.crypto import Keyring
+from relay.settings import Settings
+from relay.webhooks.publish import publish_event
+from relay.webhooks.signing import message_id
 from tests.conftest import eventually, task_queue
 from tests.webhooks.conftest import Receiver
 from tests.webhooks.helpers import D, create_endpoint
+from workflows.webhooks import dispatcher_workflow_id
 
 ENDPOINTS = 10
 EVENTS = 60

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from relay.core.crypto import Keyring
-from relay.core.db import utcnow
-from relay.core.errors import RelayError
-from relay.core.webhooks.patterns import matches
-from relay.core.webhooks.publish import (
+from relay.crypto import Keyring
+from relay.db import utcnow
+from relay.errors import RelayError
+from relay.webhooks.patterns import matches
+from relay.webhooks.publish import (
     EventRequest,
     events_table,
     publish_event,

@@ -18,17 +18,17 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from relay.activities.webhooks import WebhookActivities
-from relay.core.crypto import Keyring
-from relay.core.db import as_utc, utcnow
-from relay.core.ledger import Ledger
-from relay.core.settings import Settings
-from relay.core.webhooks.publish import publish_event
-from relay.worker import WorkerContext
-from relay.workflows.webhook_dispatch import WebhookDispatchInput, WebhookDispatchWorkflow
+from activities.webhooks import WebhookActivities
+from relay.crypto import Keyring
+from relay.db import as_utc, utcnow
+from relay.ledger import Ledger
+from relay.settings import Settings
+from relay.webhooks.publish import publish_event
 from tests.conftest import eventually, task_queue
 from tests.webhooks.conftest import Receiver, always, sequence
 from tests.webhooks.helpers import attempts_of, create_endpoint, deliveries_of, endpoint_row
+from worker import WorkerContext
+from workflows.webhooks import WebhookDispatchInput, WebhookDispatchWorkflow
 
 SCHEDULE = [timedelta(seconds=s) for s in (5, 300, 1800, 7200, 18000, 36000, 36000)]
 

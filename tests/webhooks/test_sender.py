@@ -6,11 +6,11 @@ import ipaddress
 import uuid
 from datetime import timedelta
 
-from relay.core.db import utcnow
-from relay.core.models.webhooks import AttemptTrigger
-from relay.core.webhooks.outbox import EndpointInfo, Job
-from relay.core.webhooks.sender import attempt, make_session
-from relay.core.webhooks.ssrf import SsrfGuard
+from relay.db import utcnow
+from relay.models.webhooks import AttemptTrigger
+from relay.webhooks.outbox import EndpointInfo, Job
+from relay.webhooks.sender import attempt, make_session
+from relay.webhooks.ssrf import SsrfGuard
 from tests.conftest import free_port
 from tests.webhooks.conftest import Receiver, always
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from relay.core.crypto import Keyring
-from relay.core.webhooks.signing import (
+from relay.crypto import Keyring
+from relay.webhooks.signing import (
     MAX_OLD_SECRETS,
     generate_secret,
     message_id,

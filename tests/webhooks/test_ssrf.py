@@ -13,11 +13,11 @@ from datetime import timedelta
 
 import pytest
 
-from relay.core.db import utcnow
-from relay.core.models.webhooks import AttemptTrigger
-from relay.core.webhooks.outbox import EndpointInfo, Job
-from relay.core.webhooks.sender import attempt, make_session
-from relay.core.webhooks.ssrf import SsrfGuard, UnsafeUrlError
+from relay.db import utcnow
+from relay.models.webhooks import AttemptTrigger
+from relay.webhooks.outbox import EndpointInfo, Job
+from relay.webhooks.sender import attempt, make_session
+from relay.webhooks.ssrf import SsrfGuard, UnsafeUrlError
 from tests.webhooks.conftest import Receiver
 
 BLOCKED = {

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import relay.core.models.types
+import relay.models.types
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -26,11 +26,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
-        sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column(
-            "last_used_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column("revoked_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", relay.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", relay.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("key_hash"),
     )
@@ -45,16 +43,12 @@ def upgrade() -> None:
         sa.Column("operation", sa.String(length=100), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("result", relay.core.models.types.JSONType, nullable=True),
+        sa.Column("result", relay.models.types.JSONType, nullable=True),
         sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("error_message", sa.String(length=1000), nullable=True),
-        sa.Column(
-            "reserved_until", relay.core.models.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column(
-            "completed_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("reserved_until", relay.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("completed_at", relay.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),
     )

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import relay.core.models.types
+import relay.models.types
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -23,27 +23,25 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("url", sa.String(length=2048), nullable=False),
         sa.Column("description", sa.String(length=500), nullable=True),
-        sa.Column("events", relay.core.models.types.JSONType, nullable=False),
-        sa.Column("headers", relay.core.models.types.JSONType, nullable=False),
+        sa.Column("events", relay.models.types.JSONType, nullable=False),
+        sa.Column("headers", relay.models.types.JSONType, nullable=False),
         sa.Column("rate_limit", sa.Integer(), nullable=True),
         sa.Column("integration_id", sa.Uuid(), nullable=True),
-        sa.Column("metadata", relay.core.models.types.JSONType, nullable=True),
+        sa.Column("metadata", relay.models.types.JSONType, nullable=True),
         sa.Column("secret", sa.String(length=500), nullable=False),
-        sa.Column("old_secrets", relay.core.models.types.JSONType, nullable=False),
+        sa.Column("old_secrets", relay.models.types.JSONType, nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("disabled_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("disabled_at", relay.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("disabled_reason", sa.String(length=200), nullable=True),
+        sa.Column("failing_since", relay.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column(
-            "failing_since", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column(
-            "last_triggered_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
+            "last_triggered_at", relay.models.types.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column("rate_window", sa.BigInteger(), nullable=True),
         sa.Column("rate_count", sa.Integer(), nullable=False),
-        sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("deleted_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", relay.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
@@ -58,10 +56,10 @@ def upgrade() -> None:
         "webhook_events",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("type", sa.String(length=200), nullable=False),
-        sa.Column("data", relay.core.models.types.JSONType, nullable=False),
+        sa.Column("data", relay.models.types.JSONType, nullable=False),
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
         sa.Column("endpoints", sa.Integer(), nullable=False),
-        sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),
     )
@@ -80,20 +78,14 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("scheduled_attempts", sa.Integer(), nullable=False),
-        sa.Column(
-            "next_attempt_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("next_attempt_at", relay.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("timer_held", sa.Boolean(), nullable=False),
-        sa.Column(
-            "claimed_until", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("claimed_until", relay.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.String(length=1000), nullable=True),
-        sa.Column(
-            "delivered_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column("created_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", relay.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["endpoint_id"],
             ["webhook_endpoints.id"],
@@ -122,7 +114,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("trigger", sa.String(length=16), nullable=False),
         sa.Column("url", sa.String(length=2048), nullable=False),
-        sa.Column("started_at", relay.core.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", relay.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("response_body", sa.Text(), nullable=True),

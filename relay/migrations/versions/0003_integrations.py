@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from alembic import op
 from sqlmodel.sql.sqltypes import AutoString
 
-import relay.core.models.types
+import relay.models.types
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-JSON = relay.core.models.types.JSONType
-UTC = relay.core.models.types.UTCDateTime
+JSON = relay.models.types.JSONType
+UTC = relay.models.types.UTCDateTime
 
 
 def _string(length: int) -> sa.types.TypeEngine:

@@ -30,14 +30,14 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from relay.core.api_keys import create_key
-from relay.core.crypto import Keyring
-from relay.core.db import make_engine
-from relay.core.ledger import Ledger
-from relay.core.migrate import upgrade
-from relay.core.settings import Settings
-from relay.core.temporal import connect
-from relay.worker import WorkerContext, build_worker, start_long_lived_workflows
+from relay.api_keys import create_key
+from relay.crypto import Keyring
+from relay.db import make_engine
+from relay.ledger import Ledger
+from relay.migrate import upgrade
+from relay.settings import Settings
+from relay.temporal import connect
+from worker import WorkerContext, build_worker, start_long_lived_workflows
 
 HISTORIES = Path(__file__).resolve().parent.parent
 KEYS_FILE = HISTORIES / "keys.txt"
@@ -90,7 +90,7 @@ class Recording:
             extra_workflows=self.extra_workflows,
             extra_activities=self.extra_activities,
         )
-        from relay.api.app import create_app
+        from api.app import create_app
 
         app = create_app(
             settings, engine=engine, keyring=keyring, extra_workflows=self.extra_workflows

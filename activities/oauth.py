@@ -1,0 +1,804 @@
+"""OAuth activities: every network call and database write of an integration's workflow.
+
+`OAuthActivities` holds one `httpx.AsyncClient` for all providers. Tokens enter and
+leave only here: each activity takes an integration id, reads what it needs from the
+database (the sealed code and verifier, the sealed tokens), talks to the provider, and
+writes the result back sealed, so nothing secret is ever an activity input or result
+and so never reaches the workflow's history.
+
+Provider answers are classified by `relay.oauth.protocol`: transient failures
+(timeouts, 429, 5xx, temporarily_unavailable) are retried by Temporal with backoff and
+`Retry-After`; `invalid_grant` on a refresh is a non-retryable `REFRESH_FAILED`, on a
+code exchange a non-retryable `OAUTH_FAILED`. Every exchange, refresh, revocation and
+account lookup is written to integration_sync_logs, failed attempts included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from relay.crypto import Keyring
+from relay.db import as_utc, utcnow
+from relay.errors import ErrorCode
+from relay.models.oauth import (
+    Integration,
+    IntegrationCredential,
+    IntegrationStatus,
+    OAuthState,
+    SyncAction,
+    SyncStatus,
+)
+from relay.oauth.catalog import Catalog, ProviderEntry, load_catalog
+from relay.oauth.flow import code_context, verifier_context
+from relay.oauth.protocol import (
+    TokenRequest,
+    TokenResponse,
+    account_name,
+    exchange_grant,
+    parse_token_response,
+    refresh_grant,
+    revocation_outcome,
+    revocation_request,
+    token_request,
+)
+from relay.oauth.store import (
+    EVENT_DISCONNECTED,
+    EVENT_ERROR,
+    log_sync,
+    publish,
+    write_sync_log,
+)
+from relay.oauth.tokens import TokenStore
+from relay.provider_errors import translate
+from relay.settings import Settings
+
+HTTP_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+USER_AGENT = "Relay (+https://github.com/relay)"
+EXPIRED_MESSAGE = "no callback from the provider within 10 minutes"
+
+
+# --- inputs and results: ids and facts, never a token -----------------------------------
+
+
+@dataclass
+class IntegrationRef:
+    integration_id: str
+
+
+@dataclass
+class ExchangeCodeInput:
+    integration_id: str
+    state_id: str
+
+
+@dataclass
+class RefreshTokensInput:
+    integration_id: str
+    reason: str = "scheduled"
+
+
+@dataclass
+class TokenInfo:
+    """What the workflow needs to schedule the next refresh."""
+
+    expires_at: datetime | None
+    has_refresh_token: bool
+    refresh_token_rotated: bool = False
+    scope: list[str] = field(default_factory=list)
+    buffer_seconds: int = 300
+
+
+@dataclass
+class IntegrationSnapshot:
+    """An integration as the database knows it, to resume a workflow from."""
+
+    integration_id: str
+    user_id: str
+    provider: str
+    status: str
+    expires_at: datetime | None = None
+    has_refresh_token: bool = False
+    buffer_seconds: int = 300
+    connected_at: datetime | None = None
+    last_refreshed_at: datetime | None = None
+    last_error: str | None = None
+    callback_deadline: datetime | None = None
+    pending_state_id: str | None = None
+
+
+@dataclass
+class StatusChange:
+    integration_id: str
+    status: str
+    # Written as given: None clears the last error.
+    last_error: str | None = None
+    event: str | None = None
+    event_key: str | None = None
+
+
+@dataclass
+class ExpiryOutcome:
+    """`claimed_state_id` is a callback that reached the database but not the workflow."""
+
+    claimed_state_id: str | None = None
+
+
+@dataclass
+class RevocationResult:
+    attempted: bool
+    revoked: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DisconnectInput:
+    integration_id: str
+    reason: str = "requested"
+    scrub_personal_data: bool = False
+    event_key: str = ""
+
+
+class OAuthActivities:
+    """Token exchange, refresh, revocation and account lookup for every catalog provider.
+
+    Guarantees: no token or code in any input, result, log line or failure message;
+    a refresh stores the new access token and the rotated refresh token (or keeps the
+    old one when the provider returns none) in one conditional UPDATE; a retried code
+    exchange returns the stored result instead of spending the code twice.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        keyring: Keyring,
+        http: httpx.AsyncClient,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._keyring = keyring
+        self._http = http
+        self._catalog = catalog or load_catalog(settings.providers_file)
+        self._tokens = TokenStore(engine, keyring)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.load_integration,
+            self.exchange_oauth_code,
+            self.fetch_oauth_account_name,
+            self.refresh_oauth_tokens,
+            self.revoke_oauth_tokens,
+            self.record_integration_status,
+            self.expire_oauth_authorization,
+            self.wipe_integration_credentials,
+        ]
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _entry(self, provider: str) -> ProviderEntry:
+        entry = self._catalog.get(provider)
+        if entry is None:
+            raise ApplicationError(
+                f"provider {provider!r} is no longer in the catalog",
+                type=ErrorCode.INVALID_PROVIDER.value,
+                non_retryable=True,
+            )
+        return entry
+
+    def _client(self, entry: ProviderEntry) -> tuple[str, str]:
+        pair = self._settings.oauth_clients.get(entry.key)
+        if pair is None:
+            raise ApplicationError(
+                f"{entry.key} has no client credentials "
+                f"({entry.key.upper()}_CLIENT_ID / {entry.key.upper()}_CLIENT_SECRET)",
+                type=ErrorCode.PROVIDER_NOT_CONFIGURED.value,
+                non_retryable=True,
+            )
+        return pair[0], pair[1].get_secret_value()
+
+    def _integration(self, integration_id: uuid.UUID) -> Integration:
+        with Session(self._engine) as session:
+            integration = session.get(Integration, integration_id)
+        if integration is None:
+            raise ApplicationError(
+                f"integration {integration_id} does not exist",
+                type=ErrorCode.INTEGRATION_NOT_FOUND.value,
+                non_retryable=True,
+            )
+        return integration
+
+    async def _post(self, provider: str, request: TokenRequest) -> httpx.Response:
+        try:
+            return await self._http.post(
+                request.url, headers=request.headers, data=request.form, json=request.json
+            )
+        except httpx.HTTPError as exc:
+            # The exception's text may quote the request; the translation never does.
+            raise translate(provider, exc) from None
+
+    @staticmethod
+    def _scheduled_time() -> datetime:
+        # Expiry is counted from when the attempt was scheduled, before the request left:
+        # never later than the provider's clock, and the server's (skippable) time in tests.
+        return activity.info().current_attempt_scheduled_time or utcnow()
+
+    def _info(
+        self, entry: ProviderEntry, parsed: TokenResponse, base: datetime, refresh_token: str | None
+    ) -> TokenInfo:
+        return TokenInfo(
+            expires_at=base + timedelta(seconds=parsed.expires_in) if parsed.expires_in else None,
+            has_refresh_token=bool(refresh_token),
+            refresh_token_rotated=parsed.refresh_token is not None,
+            scope=list(parsed.scope or []),
+            buffer_seconds=entry.token_expiration_buffer,
+        )
+
+    # --- activities ----------------------------------------------------------------------
+
+    @activity.defn
+    async def load_integration(self, ref: IntegrationRef) -> IntegrationSnapshot:
+        """The integration's state from the database (a workflow resumed after its run ended)."""
+        return await asyncio.to_thread(self._snapshot, uuid.UUID(ref.integration_id))
+
+    def _snapshot(self, integration_id: uuid.UUID) -> IntegrationSnapshot:
+        integration = self._integration(integration_id)
+        entry = self._catalog.get(integration.provider)
+        with Session(self._engine) as session:
+            credential = session.get(IntegrationCredential, integration_id)
+            states = session.exec(
+                select(OAuthState)
+                .where(col(OAuthState.integration_id) == integration_id)
+                .order_by(col(OAuthState.created_at).desc())
+            ).all()
+        latest = states[0] if states else None
+        pending = next(
+            (s for s in states if s.used_at is not None and s.exchanged_at is None), None
+        )
+        return IntegrationSnapshot(
+            integration_id=str(integration.id),
+            user_id=integration.user_id,
+            provider=integration.provider,
+            status=IntegrationStatus(integration.status).value,
+            expires_at=integration.expires_at,
+            has_refresh_token=bool(credential and credential.refresh_token),
+            buffer_seconds=entry.token_expiration_buffer if entry else 300,
+            connected_at=integration.connected_at,
+            last_refreshed_at=integration.last_sync_at,
+            last_error=integration.last_error,
+            callback_deadline=as_utc(latest.expires_at) if latest else None,
+            pending_state_id=str(pending.id) if pending else None,
+        )
+
+    @activity.defn
+    async def exchange_oauth_code(self, params: ExchangeCodeInput) -> TokenInfo:
+        """Trade the callback's code (and PKCE verifier) for tokens, and store them sealed."""
+        integration_id = uuid.UUID(params.integration_id)
+        state_id = uuid.UUID(params.state_id)
+        integration = await asyncio.to_thread(self._integration, integration_id)
+        entry = self._entry(integration.provider)
+        state = await asyncio.to_thread(self._state, state_id, integration_id)
+        if state.exchanged_at is not None:
+            return await asyncio.to_thread(self._stored_info, integration_id, entry)
+        if state.provider_error or not state.code:
+            raise ApplicationError(
+                f"the authorization failed at {entry.key}: "
+                f"{state.provider_error or 'no code was returned'}",
+                type=ErrorCode.OAUTH_FAILED.value,
+                non_retryable=True,
+            )
+        code = self._keyring.open(state.code, code_context(state.id))
+        verifier = (
+            self._keyring.open(state.code_verifier, verifier_context(state.id))
+            if state.code_verifier
+            else None
+        )
+        client_id, client_secret = self._client(entry)
+        request = token_request(
+            entry,
+            url=entry.token_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            grant=exchange_grant(
+                entry, code=code, redirect_uri=state.callback_url, code_verifier=verifier
+            ),
+            connection_config=integration.connection_config,
+        )
+        started = utcnow()
+        base = self._scheduled_time()
+        parsed = await self._token_call(
+            entry,
+            request,
+            integration_id,
+            SyncAction.TOKEN_EXCHANGE,
+            started,
+            operation="code exchange",
+            grant_code=ErrorCode.OAUTH_FAILED,
+            other_code=ErrorCode.OAUTH_FAILED,
+            meta={},
+        )
+        info = self._info(entry, parsed, base, parsed.refresh_token)
+        if not info.scope:
+            info.scope = list(state.scopes)
+        await asyncio.to_thread(
+            self._store_exchange, integration_id, state_id, entry, parsed, info, started
+        )
+        return info
+
+    async def _token_call(
+        self,
+        entry: ProviderEntry,
+        request: TokenRequest,
+        integration_id: uuid.UUID,
+        action: SyncAction,
+        started: datetime,
+        *,
+        operation: str,
+        grant_code: ErrorCode,
+        other_code: ErrorCode,
+        meta: dict[str, Any],
+    ) -> TokenResponse:
+        """POST to the token endpoint and parse the answer; a failure is sync-logged first."""
+        try:
+            response = await self._post(entry.key, request)
+            return parse_token_response(
+                entry,
+                response.status_code,
+                response.headers,
+                response.text,
+                operation=operation,
+                grant_code=grant_code,
+                other_code=other_code,
+                secrets=request.secrets,
+            )
+        except ApplicationError as failure:
+            await asyncio.to_thread(
+                log_sync,
+                self._engine,
+                integration_id,
+                action,
+                SyncStatus.FAILED,
+                error=failure.message,
+                meta={**meta, "attempt": activity.info().attempt},
+                started_at=started,
+            )
+            raise
+
+    def _state(self, state_id: uuid.UUID, integration_id: uuid.UUID) -> OAuthState:
+        with Session(self._engine) as session:
+            state = session.get(OAuthState, state_id)
+        if state is None or state.integration_id != integration_id:
+            raise ApplicationError(
+                "the authorization state does not belong to this integration",
+                type=ErrorCode.OAUTH_FAILED.value,
+                non_retryable=True,
+            )
+        return state
+
+    def _stored_info(self, integration_id: uuid.UUID, entry: ProviderEntry) -> TokenInfo:
+        with Session(self._engine) as session:
+            integration = session.get(Integration, integration_id)
+            credential = session.get(IntegrationCredential, integration_id)
+        assert integration is not None
+        return TokenInfo(
+            expires_at=integration.expires_at,
+            has_refresh_token=bool(credential and credential.refresh_token),
+            scope=list(integration.scope or []),
+            buffer_seconds=entry.token_expiration_buffer,
+        )
+
+    def _store_exchange(
+        self,
+        integration_id: uuid.UUID,
+        state_id: uuid.UUID,
+        entry: ProviderEntry,
+        parsed: TokenResponse,
+        info: TokenInfo,
+        started: datetime,
+    ) -> None:
+        now = utcnow()
+        with Session(self._engine) as session:
+            integration = session.get(Integration, integration_id)
+            state = session.get(OAuthState, state_id)
+            assert integration is not None and state is not None
+            self._tokens.put(session, integration_id, parsed.access_token, parsed.refresh_token)
+            integration.token_type = parsed.token_type
+            integration.expires_at = info.expires_at
+            integration.scope = info.scope
+            integration.provider_data = parsed.extras
+            if parsed.account_name:
+                integration.name = parsed.account_name
+            elif integration.name is None and integration.connection_config:
+                integration.name = next(iter(integration.connection_config.values()))
+            integration.last_sync_at = now
+            integration.updated_at = now
+            session.add(integration)
+            # The code is spent and the verifier served its purpose: keep neither.
+            state.exchanged_at = now
+            state.code = None
+            state.code_verifier = None
+            session.add(state)
+            write_sync_log(
+                session,
+                integration_id,
+                SyncAction.TOKEN_EXCHANGE,
+                SyncStatus.COMPLETED,
+                meta={
+                    "expiresAt": info.expires_at.isoformat() if info.expires_at else None,
+                    "refreshToken": info.has_refresh_token,
+                    "scope": info.scope,
+                },
+                started_at=started,
+            )
+            session.commit()
+
+    @activity.defn
+    async def fetch_oauth_account_name(self, ref: IntegrationRef) -> bool:
+        """Read the account's display name from the provider's userinfo endpoint.
+
+        Returns False (and logs) when the provider will not say; transient failures retry.
+        """
+        integration_id = uuid.UUID(ref.integration_id)
+        integration = await asyncio.to_thread(self._integration, integration_id)
+        entry = self._entry(integration.provider)
+        if not entry.userinfo_url:
+            return False
+        tokens = await asyncio.to_thread(self._tokens.read, integration_id)
+        if tokens is None:
+            return False
+        started = utcnow()
+        url = entry.interpolate(entry.userinfo_url, integration.connection_config)
+        headers = {
+            "Authorization": f"{entry.userinfo_auth_scheme} {tokens.access_token}",
+            "Accept": "application/json",
+        }
+        try:
+            response = await self._http.get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise translate(entry.key, exc) from None
+        name = account_name(entry, response.text) if response.status_code < 300 else None
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            failure = translate(entry.key, _StatusError(response))
+            await asyncio.to_thread(
+                log_sync,
+                self._engine,
+                integration_id,
+                SyncAction.ACCOUNT_LOOKUP,
+                SyncStatus.FAILED,
+                error=failure.message,
+                started_at=started,
+            )
+            raise failure
+        await asyncio.to_thread(self._store_name, integration_id, name, response, started)
+        return name is not None
+
+    def _store_name(
+        self,
+        integration_id: uuid.UUID,
+        name: str | None,
+        response: httpx.Response,
+        started: datetime,
+    ) -> None:
+        with Session(self._engine) as session:
+            if name is not None:
+                integration = session.get(Integration, integration_id)
+                assert integration is not None
+                integration.name = name
+                integration.updated_at = utcnow()
+                session.add(integration)
+            write_sync_log(
+                session,
+                integration_id,
+                SyncAction.ACCOUNT_LOOKUP,
+                SyncStatus.COMPLETED if name is not None else SyncStatus.FAILED,
+                error=None
+                if name is not None
+                else f"userinfo answered HTTP {response.status_code} without the account name",
+                started_at=started,
+            )
+            session.commit()
+
+    @activity.defn
+    async def refresh_oauth_tokens(self, params: RefreshTokensInput) -> TokenInfo:
+        """Refresh the access token; store it and the refresh token to keep, atomically."""
+        integration_id = uuid.UUID(params.integration_id)
+        integration = await asyncio.to_thread(self._integration, integration_id)
+        entry = self._entry(integration.provider)
+        tokens = await asyncio.to_thread(self._tokens.read, integration_id)
+        if tokens is None or not tokens.refresh_token:
+            raise ApplicationError(
+                f"{entry.key} issued no refresh token for this integration",
+                type=ErrorCode.REFRESH_FAILED.value,
+                non_retryable=True,
+            )
+        client_id, client_secret = self._client(entry)
+        request = token_request(
+            entry,
+            url=entry.refresh_endpoint,
+            client_id=client_id,
+            client_secret=client_secret,
+            grant=refresh_grant(tokens.refresh_token),
+            connection_config=integration.connection_config,
+        )
+        started = utcnow()
+        base = self._scheduled_time()
+        parsed = await self._token_call(
+            entry,
+            request,
+            integration_id,
+            SyncAction.TOKEN_REFRESH,
+            started,
+            operation="token refresh",
+            grant_code=ErrorCode.REFRESH_FAILED,
+            other_code=ErrorCode.PROVIDER_ERROR,
+            meta={"reason": params.reason},
+        )
+        # RFC 6749 section 6: a response without a refresh token leaves the old one valid.
+        keep = parsed.refresh_token or tokens.refresh_token
+        info = self._info(entry, parsed, base, keep)
+        await asyncio.to_thread(
+            self._store_refresh, integration_id, tokens.version, parsed, keep, info, started, params
+        )
+        return info
+
+    def _store_refresh(
+        self,
+        integration_id: uuid.UUID,
+        version: int,
+        parsed: TokenResponse,
+        keep: str | None,
+        info: TokenInfo,
+        started: datetime,
+        params: RefreshTokensInput,
+    ) -> None:
+        now = utcnow()
+        with Session(self._engine) as session:
+            self._tokens.replace(
+                session,
+                integration_id,
+                expected_version=version,
+                access_token=parsed.access_token,
+                refresh_token=keep,
+            )
+            integration = session.get(Integration, integration_id)
+            assert integration is not None
+            integration.token_type = parsed.token_type
+            integration.expires_at = info.expires_at
+            if parsed.scope:
+                integration.scope = parsed.scope
+            integration.last_sync_at = now
+            integration.last_error = None
+            integration.updated_at = now
+            session.add(integration)
+            write_sync_log(
+                session,
+                integration_id,
+                SyncAction.TOKEN_REFRESH,
+                SyncStatus.COMPLETED,
+                meta={
+                    "reason": params.reason,
+                    "expiresAt": info.expires_at.isoformat() if info.expires_at else None,
+                    "refreshTokenRotated": info.refresh_token_rotated,
+                },
+                started_at=started,
+            )
+            session.commit()
+
+    @activity.defn
+    async def revoke_oauth_tokens(self, ref: IntegrationRef) -> RevocationResult:
+        """RFC 7009: revoke the refresh token, then the access token, where the provider
+        has a revocation endpoint. An unknown token counts as revoked (RFC 7009 2.2)."""
+        integration_id = uuid.UUID(ref.integration_id)
+        integration = await asyncio.to_thread(self._integration, integration_id)
+        entry = self._entry(integration.provider)
+        tokens = await asyncio.to_thread(self._tokens.read, integration_id)
+        if not entry.revoke_url or tokens is None:
+            return RevocationResult(attempted=False)
+        client_id, client_secret = self._client(entry)
+        started = utcnow()
+        revoked: list[str] = []
+        try:
+            for token, hint in (
+                (tokens.refresh_token, "refresh_token"),
+                (tokens.access_token, "access_token"),
+            ):
+                if not token:
+                    continue
+                request = revocation_request(
+                    entry,
+                    client_id=client_id,
+                    client_secret=client_secret,
+                    token=token,
+                    token_type_hint=hint,
+                    connection_config=integration.connection_config,
+                )
+                response = await self._post(entry.key, request)
+                if revocation_outcome(
+                    entry.key,
+                    response.status_code,
+                    response.headers,
+                    response.text,
+                    request.secrets,
+                ):
+                    revoked.append(hint)
+        except ApplicationError as failure:
+            await asyncio.to_thread(
+                log_sync,
+                self._engine,
+                integration_id,
+                SyncAction.TOKEN_REVOCATION,
+                SyncStatus.FAILED,
+                error=failure.message,
+                meta={"revoked": revoked, "attempt": activity.info().attempt},
+                started_at=started,
+            )
+            raise
+        await asyncio.to_thread(
+            log_sync,
+            self._engine,
+            integration_id,
+            SyncAction.TOKEN_REVOCATION,
+            SyncStatus.COMPLETED,
+            meta={"revoked": revoked},
+            started_at=started,
+        )
+        return RevocationResult(attempted=True, revoked=revoked)
+
+    @activity.defn
+    async def record_integration_status(self, change: StatusChange) -> None:
+        """Set status and lastError, and publish the event (once per `event_key`)."""
+        integration = await asyncio.to_thread(self._set_status, change)
+        if change.event and change.event_key:
+            await asyncio.to_thread(
+                publish, self._engine, change.event, integration, key=change.event_key
+            )
+
+    def _set_status(self, change: StatusChange) -> Integration:
+        now = utcnow()
+        status = IntegrationStatus(change.status)
+        with Session(self._engine) as session:
+            integration = session.get(Integration, uuid.UUID(change.integration_id))
+            if integration is None:
+                raise ApplicationError(
+                    f"integration {change.integration_id} does not exist",
+                    type=ErrorCode.INTEGRATION_NOT_FOUND.value,
+                    non_retryable=True,
+                )
+            integration.status = status
+            integration.last_error = change.last_error[:1000] if change.last_error else None
+            if status == IntegrationStatus.CONNECTED and integration.connected_at is None:
+                integration.connected_at = now
+                integration.is_active = True
+            if status in (IntegrationStatus.DISCONNECTED, IntegrationStatus.EXPIRED):
+                integration.is_active = False
+            integration.updated_at = now
+            session.add(integration)
+            session.commit()
+            session.refresh(integration)
+            return integration
+
+    @activity.defn
+    async def expire_oauth_authorization(self, ref: IntegrationRef) -> ExpiryOutcome:
+        """The callback window closed: EXPIRED, unless a callback reached the database
+        but never the workflow (its update was lost), which is then claimed instead."""
+        integration_id = uuid.UUID(ref.integration_id)
+        outcome = await asyncio.to_thread(self._expire, integration_id)
+        if outcome.claimed_state_id is None:
+            integration = await asyncio.to_thread(self._integration, integration_id)
+            await asyncio.to_thread(
+                publish,
+                self._engine,
+                EVENT_ERROR,
+                integration,
+                key=f"integration-{integration_id}:expired",
+            )
+        return outcome
+
+    def _expire(self, integration_id: uuid.UUID) -> ExpiryOutcome:
+        now = utcnow()
+        with Session(self._engine) as session:
+            states = session.exec(
+                select(OAuthState).where(col(OAuthState.integration_id) == integration_id)
+            ).all()
+            for state in states:
+                if state.used_at is not None and state.exchanged_at is None:
+                    return ExpiryOutcome(claimed_state_id=str(state.id))
+            for state in states:
+                state.used_at = state.used_at or now
+                state.code_verifier = None
+                state.code = None
+                session.add(state)
+            integration = session.get(Integration, integration_id)
+            if integration is not None and integration.status == IntegrationStatus.PENDING:
+                integration.status = IntegrationStatus.EXPIRED
+                integration.is_active = False
+                integration.last_error = EXPIRED_MESSAGE
+                integration.updated_at = now
+                session.add(integration)
+            session.commit()
+        return ExpiryOutcome()
+
+    @activity.defn
+    async def wipe_integration_credentials(self, params: DisconnectInput) -> None:
+        """Delete the tokens and any pending authorization secrets, mark DISCONNECTED and
+        publish integration.disconnected (once per `event_key`)."""
+        integration = await asyncio.to_thread(self._wipe, params)
+        await asyncio.to_thread(
+            publish,
+            self._engine,
+            EVENT_DISCONNECTED,
+            integration,
+            key=params.event_key or f"integration-{params.integration_id}:disconnected",
+        )
+
+    def _wipe(self, params: DisconnectInput) -> Integration:
+        integration_id = uuid.UUID(params.integration_id)
+        now = utcnow()
+        with Session(self._engine) as session:
+            integration = session.get(Integration, integration_id)
+            if integration is None:
+                raise ApplicationError(
+                    f"integration {integration_id} does not exist",
+                    type=ErrorCode.INTEGRATION_NOT_FOUND.value,
+                    non_retryable=True,
+                )
+            self._tokens.wipe(session, integration_id)
+            for state in session.exec(
+                select(OAuthState).where(col(OAuthState.integration_id) == integration_id)
+            ).all():
+                state.used_at = state.used_at or now
+                state.code = None
+                state.code_verifier = None
+                session.add(state)
+            integration.status = IntegrationStatus.DISCONNECTED
+            integration.is_active = False
+            integration.expires_at = None
+            integration.disconnected_at = now
+            integration.updated_at = now
+            if params.scrub_personal_data:
+                integration.name = None
+                integration.meta = {}
+                integration.provider_data = {}
+            session.add(integration)
+            session.commit()
+            session.refresh(integration)
+            return integration
+
+
+class _StatusError(Exception):
+    """Carries a response's status and headers to `translate` (no body, no URL)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.status_code = response.status_code
+        self.headers = dict(response.headers)
+
+
+def oauth_activities(context: Any) -> list[Callable[..., Any]]:
+    """The bound activities for a worker (`worker.WorkerContext`); the HTTP client
+    is closed with the worker."""
+    catalog = load_catalog(context.settings.providers_file)  # a bad PROVIDERS_FILE stops here
+    http = httpx.AsyncClient(
+        timeout=HTTP_TIMEOUT,
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+    context.closers.append(http.aclose)
+    return OAuthActivities(
+        settings=context.settings,
+        engine=context.engine,
+        keyring=context.keyring,
+        http=http,
+        catalog=catalog,
+    ).activities()

@@ -1,0 +1,102 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from sqlalchemy.engine import Engine
+
+from api.errors import install_error_handlers
+from api.routes import (
+    codec,
+    deliveries,
+    events,
+    health,
+    integrations,
+    providers,
+    runs,
+    webhooks,
+)
+from api.temporal_gateway import TemporalGateway
+from relay import __version__
+from relay.crypto import Keyring, load_keyring
+from relay.db import make_engine
+from relay.oauth.catalog import load_catalog
+from relay.settings import Settings, load_settings
+from relay.telemetry import configure_tracing, flush_tracing
+from relay.temporal import connect
+from workflows.registry import all_workflows, state_queries
+
+DESCRIPTION = """
+Relay runs third-party integrations as durable Temporal workflows.
+
+Every `/v1` route needs `Authorization: Bearer <api key>` (create one with
+`relay keys create NAME`). Every response is an envelope: `{"success": true, "data": …}`
+or `{"success": false, "error": {"code", "message", "details"}}`. Lists take `limit`
+(default 50, max 200) and an opaque `cursor`, and return `nextCursor`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    keyring: Keyring | None = None,
+    extra_workflows: Sequence[type] = (),
+) -> FastAPI:
+    settings = settings or load_settings()
+    settings.check()
+    keyring = keyring or load_keyring(
+        settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
+        settings.dev_keys_file,
+    )
+    owns_engine = engine is None
+    engine = engine or make_engine(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
+    configure_tracing(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The one Temporal client of this process, connected on first use.
+        app.state.temporal = TemporalGateway(lambda: connect(settings, keyring))
+        yield
+        flush_tracing()
+        if owns_engine:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Relay",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.keyring = keyring
+    app.state.state_queries = state_queries([*all_workflows(), *extra_workflows])
+    install_error_handlers(app)
+    # The Temporal UI calls /codec from its own origin, with the operator's cookie.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[
+            f"http://localhost:{settings.temporal_ui_port}",
+            f"http://127.0.0.1:{settings.temporal_ui_port}",
+            *settings.temporal_ui_origins,
+        ],
+        allow_credentials=True,
+        allow_methods=["POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+    )
+    # OAuth: a bad PROVIDERS_FILE stops start-up with a ConfigError naming entry and field.
+    app.state.catalog = load_catalog(settings.providers_file)
+    for module in (health, runs, codec, webhooks, events, deliveries, integrations, providers):
+        app.include_router(module.router)
+    # OAuth: the callback's query holds the authorization code and state; spans record
+    # the full URL, so that route is not traced.
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="health,ready,v1/integrations/oauth/callback"
+    )
+    return app

@@ -1,0 +1,288 @@
+"""The provider-call ledger: each side effect at a provider happens at most once per key.
+
+Temporal retries an activity after a crash, a timeout or a lost worker, so an
+activity that charges a card or sends an SMS must not act twice. Where the
+provider honours an idempotency key (Stripe), Relay sends one; the ledger covers
+every provider, whether it does or not:
+
+1. **Reserve** the business key (`payment-123:charge`) in `provider_calls`, with a lease.
+2. **Call** the provider.
+3. **Record** the result (SUCCEEDED with its JSON result, or FAILED with a Relay code).
+
+A retry with the same key then finds:
+
+- SUCCEEDED → the recorded result, without calling again;
+- FAILED → the recorded permanent failure, raised again (non-retryable);
+- RESERVED, lease still running → another attempt is calling right now: a
+  retryable failure that waits out the lease;
+- RESERVED, lease expired → an attempt crashed between reserve and record, so
+  the outcome is unknown. A *repeatable* call (the provider deduplicates on the
+  key Relay sends, or the operation is naturally idempotent) takes the
+  reservation over and calls again. Any other call is marked UNKNOWN and raises
+  a non-retryable `UNKNOWN_OUTCOME` failure: the workflow reconciles with the
+  provider or an operator decides; Relay never guesses that a charge did not happen.
+
+Transient failures release the reservation when the provider answered (429, 5xx:
+it did not act) or the connection was never opened (refused, DNS, TLS), so
+Temporal's retry calls again. A timeout or a dropped connection of a
+non-repeatable call is ambiguous and is recorded UNKNOWN. An attempt that finds
+the call in progress is retried after at most `IN_PROGRESS_RETRY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio.exceptions import ApplicationError
+
+from relay.db import utcnow
+from relay.errors import ErrorCode
+from relay.models.platform import ProviderCall, ProviderCallStatus
+from relay.provider_errors import translate
+
+DEFAULT_LEASE = timedelta(minutes=5)
+# How soon an attempt that found the call in progress looks again: the holder usually
+# finishes in well under a second, so waiting out the whole lease would stall the run.
+IN_PROGRESS_RETRY = timedelta(seconds=2)
+_RESERVE_ATTEMPTS = 3
+
+log = logging.getLogger("relay.ledger")
+
+JSON = Any
+
+
+class Ledger:
+    """Runs provider calls under the reserve / call / record protocol above."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        in_progress_retry: timedelta = IN_PROGRESS_RETRY,
+    ) -> None:
+        self._engine = engine
+        self._lease = lease
+        self._in_progress_retry = in_progress_retry
+
+    async def run(
+        self,
+        key: str,
+        call: Callable[[], Awaitable[JSON]],
+        *,
+        provider: str,
+        operation: str,
+        repeatable: bool = False,
+    ) -> JSON:
+        reserved = await self._reserve_shielded(key, provider, operation, repeatable)
+        if isinstance(reserved, _Recorded):
+            return reserved.value
+        attempt = reserved
+        try:
+            result = await call()
+        except BaseException as exc:
+            failure = translate(provider, exc)
+            if failure.non_retryable:
+                await asyncio.to_thread(
+                    self._finish, key, attempt, ProviderCallStatus.FAILED, None, failure
+                )
+            elif repeatable or _provider_did_not_act(failure):
+                await asyncio.to_thread(self._release, key, attempt)
+            else:
+                await asyncio.to_thread(
+                    self._finish, key, attempt, ProviderCallStatus.UNKNOWN, None, failure
+                )
+                if isinstance(exc, Exception):
+                    raise _unknown(key) from exc
+            # Cancellation and interpreter exits propagate as themselves.
+            if not isinstance(exc, Exception) or failure is exc:
+                raise
+            raise failure from exc
+        await asyncio.to_thread(
+            self._finish, key, attempt, ProviderCallStatus.SUCCEEDED, result, None
+        )
+        return result
+
+    async def _reserve_shielded(
+        self, key: str, provider: str, operation: str, repeatable: bool
+    ) -> _Recorded | int:
+        """Reserve; if cancelled meanwhile, hand back a reservation nobody will use (the
+        thread runs to the end regardless), so a later attempt calls instead of seeing
+        an unknown outcome for a call that never happened."""
+        reserving = asyncio.ensure_future(
+            asyncio.to_thread(self._reserve, key, provider, operation, repeatable)
+        )
+        try:
+            return await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                reserved = await reserving
+                if isinstance(reserved, int):
+                    await asyncio.to_thread(self._release, key, reserved)
+            raise
+
+    def lookup(self, key: str) -> ProviderCall | None:
+        with Session(self._engine) as session:
+            return session.exec(
+                select(ProviderCall).where(ProviderCall.idempotency_key == key)
+            ).first()
+
+    # Each step is its own short transaction, so a crash leaves a readable row behind.
+    # `attempts` fences them: only the attempt holding the reservation records or releases.
+
+    def _reserve(
+        self, key: str, provider: str, operation: str, repeatable: bool
+    ) -> _Recorded | int:
+        for _ in range(_RESERVE_ATTEMPTS):
+            now = utcnow()
+            with Session(self._engine) as session:
+                session.add(
+                    ProviderCall(
+                        idempotency_key=key,
+                        provider=provider,
+                        operation=operation,
+                        reserved_until=now + self._lease,
+                    )
+                )
+                try:
+                    session.commit()
+                    return 1
+                except IntegrityError:
+                    session.rollback()
+                row = session.exec(
+                    select(ProviderCall).where(ProviderCall.idempotency_key == key)
+                ).first()
+                if row is None:  # released between our insert and this read: try again
+                    continue
+                return self._existing(session, row, now, provider, operation, repeatable)
+        raise ApplicationError(
+            f"{provider} {operation} is contended",
+            {"idempotencyKey": key},
+            type=_IN_PROGRESS,
+            next_retry_delay=self._in_progress_retry,
+        )
+
+    def _existing(
+        self,
+        session: Session,
+        row: ProviderCall,
+        now: datetime,
+        provider: str,
+        operation: str,
+        repeatable: bool,
+    ) -> _Recorded | int:
+        key = row.idempotency_key
+        if row.status == ProviderCallStatus.SUCCEEDED:
+            return _Recorded(row.result)
+        if row.status == ProviderCallStatus.FAILED:
+            raise ApplicationError(
+                row.error_message or f"{provider} {operation} failed earlier",
+                {"provider": provider, "idempotencyKey": key},
+                type=row.error_code or ErrorCode.PROVIDER_ERROR.value,
+                non_retryable=True,
+            )
+        if row.status == ProviderCallStatus.UNKNOWN:
+            raise _unknown(key)
+        if row.reserved_until > now:
+            raise ApplicationError(
+                f"{provider} {operation} is already in progress",
+                {"idempotencyKey": key},
+                type=_IN_PROGRESS,
+                next_retry_delay=min(row.reserved_until - now, self._in_progress_retry),
+            )
+        # The lease ran out: an earlier attempt crashed between reserve and record.
+        attempt = row.attempts + 1
+        taken = session.execute(
+            update(ProviderCall)
+            .where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
+            .where(ProviderCall.attempts == row.attempts)  # type: ignore[arg-type]
+            .where(ProviderCall.status == ProviderCallStatus.RESERVED)  # type: ignore[arg-type]
+            .values(
+                status=ProviderCallStatus.RESERVED if repeatable else ProviderCallStatus.UNKNOWN,
+                reserved_until=now + self._lease,
+                attempts=attempt,
+            )
+        )
+        session.commit()
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise ApplicationError(
+                f"{provider} {operation} was taken over by another attempt",
+                {"idempotencyKey": key},
+                type=_IN_PROGRESS,
+                next_retry_delay=self._in_progress_retry,
+            )
+        if not repeatable:
+            log.warning("provider call %s has an unknown outcome", key)
+            raise _unknown(key)
+        return attempt
+
+    def _finish(
+        self,
+        key: str,
+        attempt: int,
+        status: ProviderCallStatus,
+        result: JSON,
+        failure: ApplicationError | None,
+    ) -> None:
+        with Session(self._engine) as session:
+            recorded = session.execute(
+                update(ProviderCall)
+                .where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
+                .where(ProviderCall.attempts == attempt)  # type: ignore[arg-type]
+                .where(ProviderCall.status == ProviderCallStatus.RESERVED)  # type: ignore[arg-type]
+                .values(
+                    status=status,
+                    result=result,
+                    error_code=failure.type if failure else None,
+                    error_message=failure.message[:1000] if failure else None,
+                    completed_at=utcnow(),
+                )
+            )
+            session.commit()
+        if recorded.rowcount != 1:  # type: ignore[attr-defined]
+            # The lease ran out while calling and another attempt took the key over.
+            log.warning("provider call %s finished after its lease; not recorded", key)
+
+    def _release(self, key: str, attempt: int) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                delete(ProviderCall)
+                .where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
+                .where(ProviderCall.attempts == attempt)  # type: ignore[arg-type]
+                .where(ProviderCall.status == ProviderCallStatus.RESERVED)  # type: ignore[arg-type]
+            )
+            session.commit()
+
+
+_IN_PROGRESS = "CALL_IN_PROGRESS"
+
+
+class _Recorded:
+    def __init__(self, value: JSON) -> None:
+        self.value = value
+
+
+def _provider_did_not_act(failure: ApplicationError) -> bool:
+    """It answered with a transient status (429, 5xx), or the connection never opened."""
+    details = failure.details[0] if failure.details else None
+    if not isinstance(details, dict):
+        return False
+    return "status" in details or details.get("connected") is False
+
+
+def _unknown(key: str) -> ApplicationError:
+    return ApplicationError(
+        "the outcome of an earlier attempt is unknown; reconcile with the provider",
+        {"idempotencyKey": key},
+        type=ErrorCode.UNKNOWN_OUTCOME.value,
+        non_retryable=True,
+    )

@@ -1,0 +1,42 @@
+"""Relay's tables. Import every model module here so Alembic and tests see them all."""
+
+from sqlmodel import SQLModel
+
+from relay.models.oauth import (
+    Integration,
+    IntegrationCredential,
+    IntegrationCredentialAccess,
+    IntegrationStatus,
+    IntegrationSyncLog,
+    OAuthState,
+)
+from relay.models.platform import ApiKey, ProviderCall, ProviderCallStatus
+from relay.models.webhooks import (
+    AttemptTrigger,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "ApiKey",
+    "AttemptTrigger",
+    "DeliveryStatus",
+    "Integration",
+    "IntegrationCredential",
+    "IntegrationCredentialAccess",
+    "IntegrationStatus",
+    "IntegrationSyncLog",
+    "OAuthState",
+    "ProviderCall",
+    "ProviderCallStatus",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "metadata",
+]

@@ -1,0 +1,264 @@
+"""Relay's settings: one class, read from the environment and `.env`.
+
+This is the only module that reads `os.environ`. Every process (API, worker, CLI,
+tests) builds a `Settings` and passes it down; nothing reads configuration at
+import time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from relay.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
+    """`"15s"`, `"5m"`, `"2h"`, `"5d"`, `"250ms"` or plain seconds."""
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, int | float):
+        return timedelta(seconds=text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 15s, 5m, 2h, 5d)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+Duration = Annotated[timedelta, NoDecode]
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Configuration names are a contract (see docs/ARCHITECTURE and README)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # The .env files this instance was built from (`_env_file=` overrides the class's),
+    # so `oauth_clients` reads the same files the fields were read from.
+    _env_files: tuple[Path, ...] = PrivateAttr(default=())
+
+    def __init__(self, **values: Any) -> None:
+        env_file = values["_env_file"] if "_env_file" in values else self.model_config["env_file"]
+        super().__init__(**values)
+        if env_file is None:
+            self._env_files = ()
+        elif isinstance(env_file, str | os.PathLike):
+            self._env_files = (Path(env_file),)
+        else:
+            self._env_files = tuple(Path(item) for item in env_file)
+
+    relay_env: Literal["development", "production", "test"] = "development"
+    data_dir: Path = Path(".data")
+    database_url: str | None = None
+    database_pool_size: int = 10
+
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "relay"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+
+    api_host: str = "127.0.0.1"
+    # Origins of Temporal UIs that call /codec (the dev server's UI is always allowed).
+    temporal_ui_origins: CommaList = Field(default_factory=list)
+    api_port: int = 8000
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    public_base_url: str | None = None
+
+    encryption_keys: SecretStr | None = None
+    worker_metrics_port: int | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "relay"
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    webhook_retry_schedule: Annotated[list[timedelta], NoDecode] = Field(
+        default_factory=lambda: [parse_duration(d) for d in "5s,5m,30m,2h,5h,10h,10h".split(",")]
+    )
+    webhook_timeout: Duration = timedelta(seconds=15)
+    webhook_disable_after: Duration = timedelta(days=5)
+    webhook_allowed_networks: Annotated[
+        list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode
+    ] = Field(default_factory=list)
+    webhook_require_https: bool | None = None
+    webhook_max_payload_bytes: int = 262_144
+    # Outgoing webhooks dispatcher (docs/webhooks.md): shards of the long-lived
+    # dispatcher workflow, the lease a worker holds on claimed deliveries (longer
+    # than WEBHOOK_TIMEOUT), deliveries claimed per batch, concurrent requests per
+    # worker, how often an idle dispatcher polls the outbox, and how overdue a
+    # retry held on a Temporal timer must be before the database sweep takes it.
+    webhook_dispatch_shards: int = Field(default=1, ge=1, le=64)
+    webhook_lease: Duration = timedelta(seconds=60)
+    webhook_batch_size: int = Field(default=500, ge=1, le=5000)
+    webhook_concurrency: int = Field(default=256, ge=1, le=4096)
+    webhook_poll_interval: Duration = timedelta(milliseconds=25)
+    webhook_sweep_grace: Duration = timedelta(seconds=60)
+
+    providers_file: Path | None = None
+    oauth_allowed_redirects: CommaList = Field(
+        default_factory=lambda: ["http://localhost", "http://127.0.0.1"]
+    )
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_base: str | None = None
+    email_from: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: bool = True
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base: str | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    firebase_credentials: str | None = None
+    fcm_api_base: str | None = None
+    google_api_base: str | None = None
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list):
+            return [parse_duration(item) for item in value]
+        return value
+
+    @field_validator(
+        "webhook_timeout",
+        "webhook_disable_after",
+        "webhook_lease",
+        "webhook_poll_interval",
+        "webhook_sweep_grace",
+        mode="before",
+    )
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str | int | float):
+            return parse_duration(value)
+        return value
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list):
+            return [ipaddress.ip_network(item, strict=False) for item in value]
+        return value
+
+    @field_validator("oauth_allowed_redirects", "temporal_ui_origins", mode="before")
+    @classmethod
+    def _redirects(cls, value: object) -> object:
+        return _split(value)
+
+    # Derived values: the defaults in the configuration table that depend on others.
+
+    @property
+    def is_production(self) -> bool:
+        return self.relay_env == "production"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'relay.db').resolve()}"
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"localhost:{self.temporal_port}"
+
+    @property
+    def manages_dev_server(self) -> bool:
+        """`relay dev` starts a Temporal dev server only when no address is given."""
+        return not self.temporal_address
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://localhost:{self.api_port}").rstrip("/")
+
+    @property
+    def requires_https_webhooks(self) -> bool:
+        if self.webhook_require_https is None:
+            return self.is_production
+        return self.webhook_require_https
+
+    @property
+    def dev_keys_file(self) -> Path:
+        return self.data_dir / "encryption.keys"
+
+    @cached_property
+    def oauth_clients(self) -> dict[str, tuple[str, SecretStr]]:
+        """`<KEY>_CLIENT_ID` / `<KEY>_CLIENT_SECRET` pairs, by lower-case catalog key."""
+        found: dict[str, dict[str, str]] = {}
+        sources: list[dict[str, str | None]] = [
+            dotenv_values(path) for path in self._env_files if path.is_file()
+        ]
+        sources.append(dict(os.environ))
+        for source in sources:
+            for name, value in source.items():
+                upper = name.upper()
+                for suffix, part in (("_CLIENT_ID", "id"), ("_CLIENT_SECRET", "secret")):
+                    if upper.endswith(suffix) and value:
+                        found.setdefault(upper[: -len(suffix)].lower(), {})[part] = value
+        return {
+            key: (parts["id"], SecretStr(parts["secret"]))
+            for key, parts in found.items()
+            if "id" in parts and "secret" in parts
+        }
+
+    def production_problems(self) -> list[str]:
+        """What keeps this configuration from being safe to run in production."""
+        problems = []
+        if not self.encryption_keys:
+            problems.append("ENCRYPTION_KEYS is unset (development generates a key on disk)")
+        if self.sqlalchemy_url.startswith("sqlite"):
+            problems.append("DATABASE_URL points at SQLite (use PostgreSQL)")
+        if not self.public_base_url:
+            problems.append("PUBLIC_BASE_URL is unset")
+        return problems
+
+    def check(self) -> None:
+        """Refuse to start in production on development defaults, naming each one."""
+        if self.is_production and (problems := self.production_problems()):
+            raise ConfigError(
+                "RELAY_ENV=production refuses development defaults: " + "; ".join(problems)
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's validation report into one clear line."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]).upper()
+        raise ConfigError(f"invalid setting {field}: {first['msg']}") from None

@@ -1,0 +1,141 @@
+"""The worker: builds provider clients once, registers every workflow and activity, runs.
+
+Several workers may poll one task queue; each shuts down gracefully on SIGTERM
+(in-flight activities get `GRACEFUL_SHUTDOWN` to finish) and, when
+WORKER_METRICS_PORT is set, serves the Temporal runtime's metrics in Prometheus format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from relay.crypto import Keyring, load_keyring
+from relay.db import make_engine
+from relay.ledger import Ledger
+from relay.settings import Settings
+from relay.telemetry import configure_tracing
+from relay.temporal import connect
+from workflows.registry import all_workflows
+
+log = logging.getLogger("relay.worker")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+CONNECT_ATTEMPTS = 60
+
+
+@dataclass
+class WorkerContext:
+    """What activity classes are built from; one per worker process."""
+
+    settings: Settings
+    engine: Engine
+    keyring: Keyring
+    client: Client
+    ledger: Ledger
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+
+def build_activities(context: WorkerContext) -> list[Callable[..., Any]]:
+    """Every activity, as bound methods of provider classes that hold their clients."""
+    activities: list[Callable[..., Any]] = []
+    from activities.webhooks import WebhookActivities
+
+    webhooks = WebhookActivities(context)
+    activities += [webhooks.pump_deliveries, webhooks.deliver_retries, webhooks.retry_delivery]
+    from activities.oauth import oauth_activities
+
+    activities += oauth_activities(context)
+    return activities
+
+
+async def start_long_lived_workflows(context: WorkerContext) -> None:
+    """Workflows that must always run (idempotent: an existing run is left alone)."""
+    from workflows.clients.webhooks import start_dispatchers
+
+    await start_dispatchers(context.client, context.settings)
+
+
+def build_worker(
+    context: WorkerContext,
+    *,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
+) -> Worker:
+    """The worker; tests add their own workflows and activities beside Relay's."""
+    return Worker(
+        context.client,
+        task_queue=context.settings.temporal_task_queue,
+        workflows=[*all_workflows(), *extra_workflows],
+        activities=[*build_activities(context), *extra_activities],
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+def metrics_runtime(port: int | None) -> Runtime | None:
+    if port is None:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
+    )
+
+
+async def connect_with_retry(
+    settings: Settings, keyring: Keyring, runtime: Runtime | None = None
+) -> Client:
+    """The worker may start before the Temporal dev server answers: wait for it."""
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            return await connect(settings, keyring, runtime=runtime)
+        except RuntimeError:
+            if attempt == CONNECT_ATTEMPTS:
+                raise
+            if attempt == 1:
+                log.info("waiting for Temporal at %s", settings.temporal_target)
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
+async def run_worker(settings: Settings) -> None:
+    settings.check()
+    configure_tracing(settings)
+    keyring = load_keyring(
+        settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
+        settings.dev_keys_file,
+    )
+    engine = make_engine(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
+    client = await connect_with_retry(
+        settings, keyring, metrics_runtime(settings.worker_metrics_port)
+    )
+    context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
+    worker = build_worker(context)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info("worker polling task queue %r", settings.temporal_task_queue)
+    run = asyncio.create_task(worker.run())
+    await start_long_lived_workflows(context)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not run.done():
+        log.info("shutting down: letting in-flight activities finish")
+        await worker.shutdown()
+    await run
+    for close in context.closers:
+        result = close()
+        if asyncio.iscoroutine(result):
+            await result
+    engine.dispose()

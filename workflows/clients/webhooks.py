@@ -1,0 +1,54 @@
+"""Starting the dispatcher workflows and talking to them (worker and API side)."""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from relay.settings import Settings
+from workflows.webhooks import (
+    PUMP_HEARTBEAT_TIMEOUT,
+    WebhookDispatchInput,
+    WebhookDispatchWorkflow,
+    dispatcher_workflow_id,
+)
+
+log = logging.getLogger("relay.webhooks")
+
+
+def dispatcher_input(settings: Settings, shard: int) -> WebhookDispatchInput:
+    return WebhookDispatchInput(
+        shard=shard,
+        pump_poll_seconds=settings.webhook_poll_interval.total_seconds(),
+        # A dead worker's deliveries come back when its lease ends; its pump should too.
+        pump_heartbeat_seconds=min(
+            PUMP_HEARTBEAT_TIMEOUT.total_seconds(), settings.webhook_lease.total_seconds()
+        ),
+        attempt_timeout_seconds=settings.webhook_timeout.total_seconds(),
+    )
+
+
+async def start_dispatchers(client: Client, settings: Settings) -> None:
+    """Start every dispatcher shard unless it runs already (USE_EXISTING)."""
+    shards = settings.webhook_dispatch_shards
+    for shard in range(shards):
+        workflow_id = dispatcher_workflow_id(settings.temporal_task_queue, shard, shards)
+        await client.start_workflow(
+            WebhookDispatchWorkflow.run,
+            dispatcher_input(settings, shard),
+            id=workflow_id,
+            task_queue=settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+        log.info("webhook dispatcher %s running", workflow_id)
+
+
+def dispatcher_handle(client: Client, settings: Settings) -> WorkflowHandle:
+    """The dispatcher that runs manual retries (shard 0)."""
+    return client.get_workflow_handle_for(
+        WebhookDispatchWorkflow.run,
+        dispatcher_workflow_id(settings.temporal_task_queue, 0, settings.webhook_dispatch_shards),
+    )
