@@ -8,24 +8,26 @@ WORKER_METRICS_PORT is set, serves the Temporal runtime's metrics in Prometheus 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from relay.capabilities import CAPABILITIES
 from relay.crypto import Keyring, load_keyring
 from relay.db import make_engine
 from relay.ledger import Ledger
 from relay.settings import Settings
 from relay.telemetry import configure_tracing
 from relay.temporal import connect
+from relay.worker_context import WorkerContext
 from workflows.registry import all_workflows
 
 log = logging.getLogger("relay.worker")
@@ -34,36 +36,25 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 CONNECT_ATTEMPTS = 60
 
 
-@dataclass
-class WorkerContext:
-    """What activity classes are built from; one per worker process."""
-
-    settings: Settings
-    engine: Engine
-    keyring: Keyring
-    client: Client
-    ledger: Ledger
-    closers: list[Callable[[], Any]] = field(default_factory=list)
-
-
 def build_activities(context: WorkerContext) -> list[Callable[..., Any]]:
-    """Every activity, as bound methods of provider classes that hold their clients."""
+    """Every capability's activities, as bound methods of classes that hold their clients."""
     activities: list[Callable[..., Any]] = []
-    from activities.webhooks import WebhookActivities
-
-    webhooks = WebhookActivities(context)
-    activities += [webhooks.pump_deliveries, webhooks.deliver_retries, webhooks.retry_delivery]
-    from activities.oauth import oauth_activities
-
-    activities += oauth_activities(context)
+    for name in CAPABILITIES:
+        provider = importlib.import_module(f"activities.{name}").ACTIVITIES
+        activities += provider.from_context(context).activities()
     return activities
 
 
 async def start_long_lived_workflows(context: WorkerContext) -> None:
     """Workflows that must always run (idempotent: an existing run is left alone)."""
-    from workflows.clients.webhooks import start_dispatchers
-
-    await start_dispatchers(context.client, context.settings)
+    for name in CAPABILITIES:
+        if importlib.util.find_spec(f"workflows.clients.{name}") is None:
+            continue
+        start = getattr(
+            importlib.import_module(f"workflows.clients.{name}"), "start_long_lived", None
+        )
+        if start is not None:
+            await start(context.client, context.settings)
 
 
 def build_worker(

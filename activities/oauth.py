@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,12 +33,25 @@ from relay.errors import ErrorCode
 from relay.models.oauth import (
     Integration,
     IntegrationCredential,
-    IntegrationStatus,
     OAuthState,
     SyncAction,
     SyncStatus,
 )
 from relay.oauth.catalog import Catalog, ProviderEntry, load_catalog
+from relay.oauth.contracts import (
+    EVENT_DISCONNECTED,
+    EVENT_ERROR,
+    DisconnectInput,
+    ExchangeCodeInput,
+    ExpiryOutcome,
+    IntegrationRef,
+    IntegrationSnapshot,
+    IntegrationStatus,
+    RefreshTokensInput,
+    RevocationResult,
+    StatusChange,
+    TokenInfo,
+)
 from relay.oauth.flow import code_context, verifier_context
 from relay.oauth.protocol import (
     TokenRequest,
@@ -53,8 +65,6 @@ from relay.oauth.protocol import (
     token_request,
 )
 from relay.oauth.store import (
-    EVENT_DISCONNECTED,
-    EVENT_ERROR,
     log_sync,
     publish,
     write_sync_log,
@@ -62,90 +72,11 @@ from relay.oauth.store import (
 from relay.oauth.tokens import TokenStore
 from relay.provider_errors import translate
 from relay.settings import Settings
+from relay.worker_context import WorkerContext
 
 HTTP_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 USER_AGENT = "Relay (+https://github.com/relay)"
 EXPIRED_MESSAGE = "no callback from the provider within 10 minutes"
-
-
-# --- inputs and results: ids and facts, never a token -----------------------------------
-
-
-@dataclass
-class IntegrationRef:
-    integration_id: str
-
-
-@dataclass
-class ExchangeCodeInput:
-    integration_id: str
-    state_id: str
-
-
-@dataclass
-class RefreshTokensInput:
-    integration_id: str
-    reason: str = "scheduled"
-
-
-@dataclass
-class TokenInfo:
-    """What the workflow needs to schedule the next refresh."""
-
-    expires_at: datetime | None
-    has_refresh_token: bool
-    refresh_token_rotated: bool = False
-    scope: list[str] = field(default_factory=list)
-    buffer_seconds: int = 300
-
-
-@dataclass
-class IntegrationSnapshot:
-    """An integration as the database knows it, to resume a workflow from."""
-
-    integration_id: str
-    user_id: str
-    provider: str
-    status: str
-    expires_at: datetime | None = None
-    has_refresh_token: bool = False
-    buffer_seconds: int = 300
-    connected_at: datetime | None = None
-    last_refreshed_at: datetime | None = None
-    last_error: str | None = None
-    callback_deadline: datetime | None = None
-    pending_state_id: str | None = None
-
-
-@dataclass
-class StatusChange:
-    integration_id: str
-    status: str
-    # Written as given: None clears the last error.
-    last_error: str | None = None
-    event: str | None = None
-    event_key: str | None = None
-
-
-@dataclass
-class ExpiryOutcome:
-    """`claimed_state_id` is a callback that reached the database but not the workflow."""
-
-    claimed_state_id: str | None = None
-
-
-@dataclass
-class RevocationResult:
-    attempted: bool
-    revoked: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DisconnectInput:
-    integration_id: str
-    reason: str = "requested"
-    scrub_personal_data: bool = False
-    event_key: str = ""
 
 
 class OAuthActivities:
@@ -172,6 +103,25 @@ class OAuthActivities:
         self._http = http
         self._catalog = catalog or load_catalog(settings.providers_file)
         self._tokens = TokenStore(engine, keyring)
+
+    @classmethod
+    def from_context(cls, context: WorkerContext) -> OAuthActivities:
+        """The worker's instance; a bad PROVIDERS_FILE stops the worker here, before any
+        client is opened, and the HTTP client is closed with the worker."""
+        catalog = load_catalog(context.settings.providers_file)
+        http = httpx.AsyncClient(
+            timeout=HTTP_TIMEOUT,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        context.closers.append(http.aclose)
+        return cls(
+            settings=context.settings,
+            engine=context.engine,
+            keyring=context.keyring,
+            http=http,
+            catalog=catalog,
+        )
 
     def activities(self) -> list[Callable[..., Any]]:
         return [
@@ -785,20 +735,4 @@ class _StatusError(Exception):
         self.headers = dict(response.headers)
 
 
-def oauth_activities(context: Any) -> list[Callable[..., Any]]:
-    """The bound activities for a worker (`worker.WorkerContext`); the HTTP client
-    is closed with the worker."""
-    catalog = load_catalog(context.settings.providers_file)  # a bad PROVIDERS_FILE stops here
-    http = httpx.AsyncClient(
-        timeout=HTTP_TIMEOUT,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-    )
-    context.closers.append(http.aclose)
-    return OAuthActivities(
-        settings=context.settings,
-        engine=context.engine,
-        keyring=context.keyring,
-        http=http,
-        catalog=catalog,
-    ).activities()
+ACTIVITIES = OAuthActivities

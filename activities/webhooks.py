@@ -24,26 +24,38 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 import aiohttp
+from sqlalchemy.engine import Engine
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from relay.crypto import Keyring
 from relay.db import utcnow
 from relay.errors import ErrorCode
+from relay.settings import Settings
 from relay.webhooks import outbox
+from relay.webhooks.contracts import (
+    HOLD_RETRIES_SIGNAL,
+    AttemptResult,
+    HeldRetry,
+    HoldRetries,
+    ManualRetryInput,
+    PumpInput,
+    PumpResult,
+    RetryBatchInput,
+    RetryBatchResult,
+)
 from relay.webhooks.endpoints import open_headers
 from relay.webhooks.outbox import Claim, Outcome, Recorded, Reschedule
 from relay.webhooks.policy import RetryPolicy
 from relay.webhooks.sender import attempt, event_body, make_session
 from relay.webhooks.signing import signing_keys
 from relay.webhooks.ssrf import SsrfGuard
-
-if TYPE_CHECKING:
-    from worker import WorkerContext
+from relay.worker_context import WorkerContext
 
 # A slow endpoint may hold at most this many of a worker's concurrent requests, so
 # one endpoint that times out cannot starve the others.
@@ -53,93 +65,45 @@ FLUSH_INTERVAL_SECONDS = 0.05
 HAND_OVER_INTERVAL_SECONDS = 1.0
 
 
-@dataclass
-class HeldRetry:
-    """A failed delivery a dispatcher holds a timer for."""
-
-    delivery_id: str
-    scheduled_attempts: int
-    due: datetime
-
-
-@dataclass
-class PumpInput:
-    budget_seconds: float = 60.0
-    poll_seconds: float = 0.025
-    # Return as soon as a poll finds nothing to do (time-skipping tests).
-    return_when_idle: bool = False
-
-
-@dataclass
-class PumpResult:
-    delivered: int = 0
-    failed: int = 0
-    rescheduled: int = 0
-    idle: bool = False
-
-
-@dataclass
-class RetryBatchInput:
-    retries: list[HeldRetry] = field(default_factory=list)
-
-
-@dataclass
-class RetryBatchResult:
-    attempted: int = 0
-    delivered: int = 0
-    retries: list[HeldRetry] = field(default_factory=list)
-
-
-@dataclass
-class ManualRetryInput:
-    delivery_id: str
-
-
-@dataclass
-class AttemptResult:
-    delivery_id: str
-    attempt: int
-    trigger: str
-    started_at: datetime
-    duration_ms: int
-    status_code: int | None
-    response_body: str | None
-    error: str | None
-    status: str
-
-
-@dataclass
-class HoldRetries:
-    """Signal payload: retries the pump recorded, for the dispatcher's timers."""
-
-    retries: list[HeldRetry] = field(default_factory=list)
-
-
-HOLD_RETRIES_SIGNAL = "hold_retries"
-
-
 class WebhookActivities:
     """Webhook delivery over one shared aiohttp session per worker process."""
 
     def __init__(
         self,
-        context: WorkerContext,
         *,
+        settings: Settings,
+        engine: Engine,
+        keyring: Keyring,
+        client: Client,
         clock: Callable[[], datetime] = utcnow,
         guard: SsrfGuard | None = None,
     ) -> None:
-        self._context = context
-        settings = context.settings
-        self._engine = context.engine
-        self._keyring = context.keyring
         self._settings = settings
+        self._engine = engine
+        self._keyring = keyring
+        self._client = client
         self._clock = clock
         self._guard = guard or SsrfGuard(
             settings.webhook_allowed_networks, require_https=settings.requires_https_webhooks
         )
         self._policy = RetryPolicy(settings.webhook_retry_schedule, settings.webhook_disable_after)
         self._session: aiohttp.ClientSession | None = None
-        context.closers.append(self.close)
+
+    @classmethod
+    def from_context(cls, context: WorkerContext, **options: Any) -> WebhookActivities:
+        """The worker's instance; its HTTP session is closed with the worker."""
+        activities = cls(
+            settings=context.settings,
+            engine=context.engine,
+            keyring=context.keyring,
+            client=context.client,
+            **options,
+        )
+        context.closers.append(activities.close)
+        return activities
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.pump_deliveries, self.deliver_retries, self.retry_delivery]
 
     def session(self) -> aiohttp.ClientSession:
         # Created lazily: a ClientSession binds to the running event loop.
@@ -197,7 +161,7 @@ class WebhookActivities:
         held = [HeldRetry(str(r.delivery_id), r.scheduled_attempts, r.due) for r in reschedules]
         info = activity.info()
         try:
-            handle = self._context.client.get_workflow_handle(info.workflow_id or "")
+            handle = self._client.get_workflow_handle(info.workflow_id or "")
             await handle.signal(HOLD_RETRIES_SIGNAL, HoldRetries(held))
         except Exception:
             activity.logger.warning("retry hand-over failed; the database sweep takes them")
@@ -408,3 +372,6 @@ async def _heartbeat_every(seconds: float) -> None:
     while True:
         activity.heartbeat()
         await asyncio.sleep(seconds)
+
+
+ACTIVITIES = WebhookActivities

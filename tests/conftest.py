@@ -42,7 +42,8 @@ from relay.ledger import Ledger
 from relay.migrate import upgrade
 from relay.settings import Settings
 from relay.temporal import data_converter
-from worker import WorkerContext, build_worker
+from relay.worker_context import WorkerContext
+from worker import build_worker
 
 BIN = Path(sys.prefix) / "bin"
 TEMPORAL_CLI = BIN / "temporal"

@@ -32,7 +32,6 @@ handlers have finished.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -40,32 +39,37 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.oauth import (
+    from activities.oauth import OAuthActivities
+    from relay.errors import ErrorCode
+    from relay.oauth.contracts import (
+        EVENT_CONNECTED,
+        EVENT_ERROR,
+        TERMINAL_STATUSES,
+        AuthorizationCallback,
+        AuthorizationOutcome,
         DisconnectInput,
+        DisconnectOutcome,
+        DisconnectRequest,
         ExchangeCodeInput,
+        IntegrationInput,
         IntegrationRef,
-        OAuthActivities,
+        IntegrationResult,
+        IntegrationState,
+        IntegrationStatus,
+        RefreshOutcome,
+        RefreshRequest,
         RefreshTokensInput,
         StatusChange,
         TokenInfo,
     )
-    from relay.errors import ErrorCode
     from relay.oauth.schedule import refresh_due_at
-    from relay.oauth.store import EVENT_CONNECTED, EVENT_ERROR
 
-PENDING = "PENDING"
-CONNECTED = "CONNECTED"
-NEEDS_REAUTH = "NEEDS_REAUTH"
-DISCONNECTED = "DISCONNECTED"
-EXPIRED = "EXPIRED"
-TERMINAL = frozenset({DISCONNECTED, EXPIRED})
 
 CALLBACK_WINDOW = timedelta(minutes=10)
 # Providers revoke refresh tokens left unused (Google after 6 months, others sooner).
 IDLE_REFRESH_INTERVAL = timedelta(days=1)
 # After a background refresh exhausted its retries (the provider is down), try again.
 RETRY_LATER = timedelta(minutes=15)
-HISTORY_LIMIT = 10_000
 
 DB_TIMEOUT = timedelta(seconds=30)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
@@ -88,90 +92,6 @@ BACKGROUND_REFRESH_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 REVOKE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-
-
-@dataclass
-class IntegrationState:
-    """Everything the workflow knows; never a token. Shown by GET /v1/runs/{id}."""
-
-    integration_id: str
-    user_id: str
-    provider: str
-    status: str = PENDING
-    callback_deadline: datetime | None = None
-    callback_state_id: str | None = None
-    expires_at: datetime | None = None
-    has_refresh_token: bool = False
-    buffer_seconds: int = 300
-    connected_at: datetime | None = None
-    last_refreshed_at: datetime | None = None
-    next_refresh_at: datetime | None = None
-    retry_at: datetime | None = None
-    refresh_count: int = 0
-    last_error: str | None = None
-    revoked: bool | None = None
-
-
-@dataclass
-class IntegrationInput:
-    integration_id: str
-    user_id: str
-    provider: str
-    callback_deadline: datetime | None = None
-    # Started by a request after the previous run ended: load the state from the database.
-    recover: bool = False
-    # Carried across continue-as-new.
-    state: IntegrationState | None = None
-    history_limit: int = HISTORY_LIMIT
-
-
-@dataclass
-class IntegrationResult:
-    integration_id: str
-    status: str
-
-
-@dataclass
-class AuthorizationCallback:
-    """The callback route consumed this state (and stored its code or error)."""
-
-    state_id: str
-
-
-@dataclass
-class AuthorizationOutcome:
-    integration_id: str
-    connected: bool
-    status: str
-    message: str | None = None
-
-
-@dataclass
-class RefreshRequest:
-    # True: refresh now (POST /refresh). False: only if within the buffer (credentials).
-    force: bool = False
-    reason: str = "requested"
-
-
-@dataclass
-class RefreshOutcome:
-    integration_id: str
-    refreshed: bool
-    expires_at: datetime | None
-    status: str
-
-
-@dataclass
-class DisconnectRequest:
-    reason: str = "requested"
-    scrub_personal_data: bool = False
-
-
-@dataclass
-class DisconnectOutcome:
-    integration_id: str
-    status: str
-    revoked: bool
 
 
 def _failure(err: ActivityError) -> tuple[str, str]:
@@ -208,9 +128,9 @@ class IntegrationWorkflow:
     async def run(self, params: IntegrationInput) -> IntegrationResult:
         if not self._ready:
             await self._recover()
-        if self._state.status == PENDING:
+        if self._state.status == IntegrationStatus.PENDING:
             await self._await_callback()
-        while self._state.status not in TERMINAL:
+        while self._state.status not in TERMINAL_STATUSES:
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -233,7 +153,7 @@ class IntegrationWorkflow:
                 await workflow.wait_condition(
                     lambda: (
                         self._wake
-                        or self._state.status in TERMINAL
+                        or self._state.status in TERMINAL_STATUSES
                         or self._should_continue_as_new()
                     ),
                     timeout=(due - workflow.now()) if due is not None else None,
@@ -259,7 +179,7 @@ class IntegrationWorkflow:
         self._state.last_refreshed_at = snapshot.last_refreshed_at or now
         self._state.last_error = snapshot.last_error
         self._state.callback_deadline = snapshot.callback_deadline
-        if snapshot.status == PENDING and snapshot.pending_state_id:
+        if snapshot.status == IntegrationStatus.PENDING and snapshot.pending_state_id:
             self._state.callback_state_id = snapshot.pending_state_id
         self._ready = True
         if self._state.callback_state_id is not None:
@@ -270,12 +190,18 @@ class IntegrationWorkflow:
         deadline = self._state.callback_deadline or workflow.now() + CALLBACK_WINDOW
         try:
             await workflow.wait_condition(
-                lambda: self._state.callback_state_id is not None or self._state.status != PENDING,
+                lambda: (
+                    self._state.callback_state_id is not None
+                    or self._state.status != IntegrationStatus.PENDING
+                ),
                 timeout=max(deadline - workflow.now(), timedelta(milliseconds=1)),
             )
         except TimeoutError:
             async with self._lock:
-                if self._state.callback_state_id is None and self._state.status == PENDING:
+                if (
+                    self._state.callback_state_id is None
+                    and self._state.status == IntegrationStatus.PENDING
+                ):
                     outcome = await workflow.execute_activity_method(
                         OAuthActivities.expire_oauth_authorization,
                         IntegrationRef(self._state.integration_id),
@@ -287,9 +213,9 @@ class IntegrationWorkflow:
                         self._state.callback_state_id = outcome.claimed_state_id
                         await self._complete(outcome.claimed_state_id)
                     else:
-                        self._state.status = EXPIRED
+                        self._state.status = IntegrationStatus.EXPIRED
                         self._state.last_error = "no callback from the provider within 10 minutes"
-        await workflow.wait_condition(lambda: self._state.status != PENDING)
+        await workflow.wait_condition(lambda: self._state.status != IntegrationStatus.PENDING)
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -308,7 +234,7 @@ class IntegrationWorkflow:
 
     def _next_refresh_at(self) -> datetime | None:
         state = self._state
-        if state.status != CONNECTED:
+        if state.status != IntegrationStatus.CONNECTED:
             return None
         if state.retry_at is not None:
             return state.retry_at
@@ -357,10 +283,13 @@ class IntegrationWorkflow:
             )
         except ActivityError as err:
             _, message = _failure(err)
-            self._state.status = DISCONNECTED
+            self._state.status = IntegrationStatus.DISCONNECTED
             self._state.last_error = message
             await self._record(
-                DISCONNECTED, message, EVENT_ERROR, f"integration-{integration_id}:authorization"
+                IntegrationStatus.DISCONNECTED,
+                message,
+                EVENT_ERROR,
+                f"integration-{integration_id}:authorization",
             )
             return
         self._apply(info)
@@ -375,9 +304,12 @@ class IntegrationWorkflow:
         except ActivityError:
             pass  # the display name is a nicety: the connection stands without it
         await self._record(
-            CONNECTED, None, EVENT_CONNECTED, f"integration-{integration_id}:connected"
+            IntegrationStatus.CONNECTED,
+            None,
+            EVENT_CONNECTED,
+            f"integration-{integration_id}:connected",
         )
-        self._state.status = CONNECTED
+        self._state.status = IntegrationStatus.CONNECTED
         self._state.last_error = None
 
     def _apply(self, info: TokenInfo) -> None:
@@ -408,7 +340,7 @@ class IntegrationWorkflow:
                 self._state.retry_at = workflow.now() + RETRY_LATER
                 permanent = isinstance(err.cause, ApplicationError) and err.cause.non_retryable
                 await self._record(
-                    CONNECTED,
+                    IntegrationStatus.CONNECTED,
                     message,
                     EVENT_ERROR if permanent else None,
                     f"integration-{self._state.integration_id}:error:{workflow.uuid4()}",
@@ -420,11 +352,11 @@ class IntegrationWorkflow:
         return self._refresh_outcome(refreshed=True)
 
     async def _needs_reauth(self, message: str) -> None:
-        self._state.status = NEEDS_REAUTH
+        self._state.status = IntegrationStatus.NEEDS_REAUTH
         self._state.last_error = message
         self._state.retry_at = None
         await self._record(
-            NEEDS_REAUTH,
+            IntegrationStatus.NEEDS_REAUTH,
             message,
             EVENT_ERROR,
             f"integration-{self._state.integration_id}:needs_reauth:{workflow.uuid4()}",
@@ -448,7 +380,7 @@ class IntegrationWorkflow:
     def _authorization_outcome(self) -> AuthorizationOutcome:
         return AuthorizationOutcome(
             self._state.integration_id,
-            connected=self._state.status == CONNECTED,
+            connected=self._state.status == IntegrationStatus.CONNECTED,
             status=self._state.status,
             message=self._state.last_error,
         )
@@ -459,12 +391,15 @@ class IntegrationWorkflow:
     async def complete_authorization(self, callback: AuthorizationCallback) -> AuthorizationOutcome:
         """The provider redirected back: exchange the code and report the outcome."""
         await workflow.wait_condition(lambda: self._ready)
-        if self._state.callback_state_id is None and self._state.status == PENDING:
+        if (
+            self._state.callback_state_id is None
+            and self._state.status == IntegrationStatus.PENDING
+        ):
             self._state.callback_state_id = callback.state_id
             async with self._lock:
-                if self._state.status == PENDING:
+                if self._state.status == IntegrationStatus.PENDING:
                     await self._complete(callback.state_id)
-        await workflow.wait_condition(lambda: self._state.status != PENDING)
+        await workflow.wait_condition(lambda: self._state.status != IntegrationStatus.PENDING)
         return self._authorization_outcome()
 
     @complete_authorization.validator
@@ -474,7 +409,7 @@ class IntegrationWorkflow:
         expected = self._state.callback_state_id
         if expected is not None and expected != callback.state_id:
             raise ValueError("another authorization already completed this integration")
-        if expected is None and self._state.status != PENDING:
+        if expected is None and self._state.status != IntegrationStatus.PENDING:
             raise ValueError(f"the integration is {self._state.status}, not waiting for a callback")
 
     @workflow.update
@@ -484,9 +419,11 @@ class IntegrationWorkflow:
         seen = self._state.refresh_count
         async with self._lock:
             state = self._state
-            if state.status != CONNECTED:
+            if state.status != IntegrationStatus.CONNECTED:
                 code = (
-                    ErrorCode.REFRESH_FAILED if state.status == NEEDS_REAUTH else ErrorCode.CONFLICT
+                    ErrorCode.REFRESH_FAILED
+                    if state.status == IntegrationStatus.NEEDS_REAUTH
+                    else ErrorCode.CONFLICT
                 )
                 raise ApplicationError(
                     state.last_error or f"the integration is {state.status}",
@@ -509,7 +446,7 @@ class IntegrationWorkflow:
 
     @refresh.validator
     def _validate_refresh(self, request: RefreshRequest) -> None:
-        if self._ready and self._state.status in TERMINAL:
+        if self._ready and self._state.status in TERMINAL_STATUSES:
             raise ValueError(f"the integration is {self._state.status}")
 
     @workflow.update
@@ -518,9 +455,9 @@ class IntegrationWorkflow:
         await workflow.wait_condition(lambda: self._ready)
         async with self._lock:
             state = self._state
-            if state.status != DISCONNECTED or request.scrub_personal_data:
+            if state.status != IntegrationStatus.DISCONNECTED or request.scrub_personal_data:
                 revoked = False
-                if state.status in (CONNECTED, NEEDS_REAUTH):
+                if state.status in (IntegrationStatus.CONNECTED, IntegrationStatus.NEEDS_REAUTH):
                     try:
                         result = await workflow.execute_activity_method(
                             OAuthActivities.revoke_oauth_tokens,
@@ -543,7 +480,7 @@ class IntegrationWorkflow:
                     start_to_close_timeout=DB_TIMEOUT,
                     retry_policy=DB_RETRY,
                 )
-                state.status = DISCONNECTED
+                state.status = IntegrationStatus.DISCONNECTED
                 state.revoked = revoked
                 state.expires_at = None
                 state.has_refresh_token = False
@@ -553,3 +490,6 @@ class IntegrationWorkflow:
     @workflow.query
     def state(self) -> IntegrationState:
         return self._state
+
+
+WORKFLOWS = (IntegrationWorkflow,)

@@ -1,26 +1,26 @@
 """Every workflow the worker registers, and how the API reads a run's state.
 
-A workflow that exposes its state does so through a query method named `state`;
-GET /v1/runs/{workflowId} calls it through the typed handle.
+The workflows are those of every capability in `relay.capabilities.CAPABILITIES`
+(each `workflows/<name>.py` exports `WORKFLOWS`). A workflow that exposes its state
+does so through a query method named `state`; GET /v1/runs/{workflowId} calls it
+through the typed handle.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio import workflow
 
+from relay.capabilities import CAPABILITIES
+
 
 def all_workflows() -> list[type]:
-    # Imported inside the function so importing the registry stays cheap for the API.
     workflows: list[type] = []
-    from workflows.webhooks import WebhookDispatchWorkflow
-
-    workflows.append(WebhookDispatchWorkflow)
-    from workflows.oauth import IntegrationWorkflow
-
-    workflows.append(IntegrationWorkflow)
+    for name in CAPABILITIES:
+        workflows.extend(importlib.import_module(f"workflows.{name}").WORKFLOWS)
     return workflows
 
 

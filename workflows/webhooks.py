@@ -21,14 +21,16 @@ them: claims are leases, so shards never attempt one delivery at once.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.webhooks import (
+    from activities.webhooks import WebhookActivities
+    from relay.webhooks.contracts import (
+        HOLD_RETRIES_SIGNAL,
+        PUMP_HEARTBEAT_SECONDS,
         AttemptResult,
         HeldRetry,
         HoldRetries,
@@ -37,18 +39,16 @@ with workflow.unsafe.imports_passed_through():
         PumpResult,
         RetryBatchInput,
         RetryBatchResult,
-        WebhookActivities,
+        WebhookDispatchInput,
+        WebhookDispatchState,
     )
 
-WORKFLOW_ID = "webhook-dispatch"
-DEFAULT_TASK_QUEUE = "relay"
-MAX_PUMPS_PER_RUN = 200
 # Retries held on timers at once; beyond it the database sweep takes them (later by
 # WEBHOOK_SWEEP_GRACE), which keeps the carried state well under payload limits.
 MAX_HELD_RETRIES = 20_000
 RETRIES_PER_ACTIVITY = 500
 
-PUMP_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+PUMP_HEARTBEAT_TIMEOUT = timedelta(seconds=PUMP_HEARTBEAT_SECONDS)
 PUMP_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
@@ -56,40 +56,6 @@ RETRY_BATCH_TIMEOUT = timedelta(minutes=5)
 RETRY_BATCH_HEARTBEAT = timedelta(seconds=30)
 MANUAL_RETRY_TIMEOUT = timedelta(minutes=2)
 MANUAL_RETRY = RetryPolicy(maximum_attempts=2)
-
-
-def dispatcher_workflow_id(task_queue: str, shard: int = 0, shards: int = 1) -> str:
-    """`webhook-dispatch` (or `-{n}` per shard); other task queues get their own dispatcher."""
-    base = WORKFLOW_ID if shards <= 1 else f"{WORKFLOW_ID}-{shard}"
-    return base if task_queue == DEFAULT_TASK_QUEUE else f"{base}@{task_queue}"
-
-
-@dataclass
-class WebhookDispatchInput:
-    shard: int = 0
-    pump_budget_seconds: float = 60.0
-    pump_poll_seconds: float = 0.025
-    pump_heartbeat_seconds: float = PUMP_HEARTBEAT_TIMEOUT.total_seconds()
-    # Set by start_long_lived_workflows from WEBHOOK_TIMEOUT and WEBHOOK_LEASE.
-    attempt_timeout_seconds: float = 15.0
-    # Time-skipping tests: a pump returns when idle, then the workflow waits this long
-    # (or until a retry is due) before the next one. Zero (production) pumps again at once.
-    idle_pause_seconds: float = 0.0
-    held: list[HeldRetry] = field(default_factory=list)
-    runs: int = 0
-    max_pumps_per_run: int = MAX_PUMPS_PER_RUN
-
-
-@dataclass
-class WebhookDispatchState:
-    shard: int = 0
-    runs: int = 0
-    pumps: int = 0
-    delivered: int = 0
-    failed: int = 0
-    held_retries: int = 0
-    next_retry_at: datetime | None = None
-    retry_batches_in_flight: int = 0
 
 
 @workflow.defn
@@ -239,7 +205,7 @@ class WebhookDispatchWorkflow:
 
     # --- messages -------------------------------------------------------------------------
 
-    @workflow.signal(name="hold_retries")
+    @workflow.signal(name=HOLD_RETRIES_SIGNAL)
     def hold_retries(self, batch: HoldRetries) -> None:
         """Retries the pump recorded: held on timers until due."""
         self._hold(batch.retries)
@@ -267,3 +233,6 @@ class WebhookDispatchWorkflow:
             next_retry_at=datetime.fromtimestamp(due, tz=UTC) if due is not None else None,
             retry_batches_in_flight=len(self._retry_tasks),
         )
+
+
+WORKFLOWS = (WebhookDispatchWorkflow,)

@@ -12,13 +12,13 @@ from sqlalchemy import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from activities.webhooks import ManualRetryInput
 from api.deps import EngineDep, SettingsDep, TemporalDep, require_api_key
 from api.envelope import ApiModel, Envelope, error_responses
 from api.routes.webhooks import Delivery, _delivery
 from relay.db import as_utc
 from relay.errors import ErrorCode, RelayError
 from relay.models.webhooks import AttemptTrigger, DeliveryStatus, WebhookAttempt
+from relay.webhooks.contracts import ManualRetryInput
 from relay.webhooks.publish import deliveries_table as D
 from relay.webhooks.publish import endpoints_table as E
 from workflows.clients.webhooks import dispatcher_handle

@@ -65,6 +65,14 @@ from relay.models.oauth import (
     IntegrationSyncLog,
 )
 from relay.oauth.catalog import Catalog, ConnectionConfigError, load_catalog
+from relay.oauth.contracts import (
+    AuthorizationCallback,
+    AuthorizationOutcome,
+    DisconnectRequest,
+    IntegrationInput,
+    RefreshOutcome,
+    RefreshRequest,
+)
 from relay.oauth.flow import (
     callback_url,
     consume_state,
@@ -76,15 +84,7 @@ from relay.oauth.flow import (
 from relay.oauth.schedule import refresh_due_at
 from relay.oauth.tokens import TokenStore
 from relay.settings import Settings
-from workflows.oauth import (
-    AuthorizationCallback,
-    AuthorizationOutcome,
-    DisconnectRequest,
-    IntegrationInput,
-    IntegrationWorkflow,
-    RefreshOutcome,
-    RefreshRequest,
-)
+from workflows.oauth import IntegrationWorkflow
 
 # The browser waits on the callback while the code is exchanged; past this it is sent
 # back with status=pending and the application learns the outcome from the

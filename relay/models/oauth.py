@@ -23,14 +23,7 @@ from sqlmodel import Field, SQLModel
 
 from relay.db import utcnow
 from relay.models.types import JSONType, UTCDateTime
-
-
-class IntegrationStatus(StrEnum):
-    PENDING = "PENDING"  # waiting for the user at the provider (10 minutes)
-    CONNECTED = "CONNECTED"
-    NEEDS_REAUTH = "NEEDS_REAUTH"  # the provider refused the refresh token (invalid_grant)
-    DISCONNECTED = "DISCONNECTED"  # disconnected, or the authorization failed
-    EXPIRED = "EXPIRED"  # no callback within 10 minutes
+from relay.oauth.contracts import IntegrationStatus
 
 
 class SyncStatus(StrEnum):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Text, UniqueConstraint
@@ -23,18 +22,7 @@ from sqlmodel import Field, SQLModel
 
 from relay.db import utcnow
 from relay.models.types import JSONType, UTCDateTime
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "PENDING"
-    DELIVERED = "DELIVERED"
-    RETRYING = "RETRYING"
-    FAILED = "FAILED"
-
-
-class AttemptTrigger(StrEnum):
-    SCHEDULED = "scheduled"
-    MANUAL = "manual"
+from relay.webhooks.contracts import AttemptTrigger, DeliveryStatus
 
 
 class WebhookEndpoint(SQLModel, table=True):

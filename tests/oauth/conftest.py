@@ -44,17 +44,14 @@ from relay.ledger import Ledger
 from relay.models.oauth import Integration, IntegrationSyncLog
 from relay.models.webhooks import WebhookEvent
 from relay.oauth.catalog import load_catalog
+from relay.oauth.contracts import AuthorizationCallback, AuthorizationOutcome, IntegrationInput
 from relay.oauth.flow import consume_state, create_authorization
 from relay.settings import Settings
+from relay.worker_context import WorkerContext
 from tests.conftest import ServerThread, Stack, task_queue
 from tests.oauth.provider import CLIENT_ID, CLIENT_SECRET, AuthServer
-from worker import WorkerContext, build_worker
-from workflows.oauth import (
-    AuthorizationCallback,
-    AuthorizationOutcome,
-    IntegrationInput,
-    IntegrationWorkflow,
-)
+from worker import build_worker
+from workflows.oauth import IntegrationWorkflow
 
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 

@@ -158,8 +158,8 @@ def test_a_missing_providers_file_is_a_config_error(tmp_path: Path) -> None:
 def test_the_api_and_the_worker_refuse_to_start_on_a_bad_catalog(
     tmp_path: Path, make_settings: Callable[..., Settings], engine: Engine, keyring: Keyring
 ) -> None:
-    from activities.oauth import oauth_activities
-    from worker import WorkerContext
+    from activities.oauth import OAuthActivities
+    from relay.worker_context import WorkerContext
 
     path = _write(tmp_path, {"acme": {**ACME, "scope_separator": ""}})
     settings = make_settings(providers_file=path)
@@ -167,7 +167,7 @@ def test_the_api_and_the_worker_refuse_to_start_on_a_bad_catalog(
         create_app(settings, engine=engine, keyring=keyring)
     context = WorkerContext(settings, engine, keyring, client=None, ledger=None)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="provider 'acme', field scope_separator"):
-        oauth_activities(context)
+        OAuthActivities.from_context(context)
     assert context.closers == []  # nothing was opened
 
 

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from relay.crypto import Keyring
+from relay.oauth.contracts import DisconnectRequest, RefreshRequest
 from relay.oauth.flow import consume_state
 from relay.oauth.tokens import TokenStore
 from relay.settings import Settings
@@ -32,11 +33,7 @@ from tests.oauth.conftest import (
     sync_logs,
 )
 from tests.oauth.provider import AuthServer
-from workflows.oauth import (
-    DisconnectRequest,
-    IntegrationWorkflow,
-    RefreshRequest,
-)
+from workflows.oauth import IntegrationWorkflow
 
 pytestmark = pytest.mark.slow
 

@@ -33,6 +33,7 @@ from relay.logging import JsonFormatter, RedactingFilter, configure_logging, red
 from relay.settings import Settings
 from relay.telemetry import configure_tracing
 from relay.temporal import connect
+from relay.worker_context import WorkerContext
 from tests.conftest import ServerThread, eventually, free_port, settings_env, task_queue
 from tests.support.ops_workflows import (
     LEAKED_TOKEN,
@@ -41,7 +42,7 @@ from tests.support.ops_workflows import (
     chatty_activity,
 )
 from tests.support.workflows import EchoInput, EchoWorkflow, echo_activity
-from worker import WorkerContext, build_worker
+from worker import build_worker
 
 
 @pytest.fixture

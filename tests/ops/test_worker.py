@@ -20,10 +20,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from relay.crypto import Keyring
 from relay.settings import Settings
+from relay.webhooks.contracts import dispatcher_workflow_id
 from relay.webhooks.publish import publish_event
 from tests.conftest import eventually, free_port, settings_env, task_queue
 from tests.webhooks.helpers import attempts_of, create_endpoint, deliveries_of
-from workflows.webhooks import dispatcher_workflow_id
 
 SLOW_RESPONSE_SECONDS = 3
 

@@ -14,8 +14,8 @@ import pytest_asyncio
 from aiohttp import web
 from temporalio.service import RPCError
 
+from relay.webhooks.contracts import dispatcher_workflow_id
 from tests.conftest import Stack
-from workflows.webhooks import dispatcher_workflow_id
 
 
 @dataclass

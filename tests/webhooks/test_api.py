@@ -470,7 +470,7 @@ async def test_deleting_an_endpoint_fails_its_waiting_deliveries(
 
 
 async def test_dispatcher_state_is_visible_as_a_run(stack: Stack, receiver: Receiver) -> None:
-    from workflows.webhooks import dispatcher_workflow_id
+    from relay.webhooks.contracts import dispatcher_workflow_id
 
     async with stack.http() as http:
         await create(http, receiver, "seen", ["seen.test"])

@@ -11,12 +11,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from relay.crypto import Keyring
 from relay.settings import Settings
+from relay.webhooks.contracts import dispatcher_workflow_id
 from relay.webhooks.publish import publish_event
 from relay.webhooks.signing import message_id
 from tests.conftest import eventually, task_queue
 from tests.webhooks.conftest import Receiver
 from tests.webhooks.helpers import D, create_endpoint
-from workflows.webhooks import dispatcher_workflow_id
 
 ENDPOINTS = 10
 EVENTS = 60

@@ -23,12 +23,13 @@ from relay.crypto import Keyring
 from relay.db import as_utc, utcnow
 from relay.ledger import Ledger
 from relay.settings import Settings
+from relay.webhooks.contracts import WebhookDispatchInput
 from relay.webhooks.publish import publish_event
+from relay.worker_context import WorkerContext
 from tests.conftest import eventually, task_queue
 from tests.webhooks.conftest import Receiver, always, sequence
 from tests.webhooks.helpers import attempts_of, create_endpoint, deliveries_of, endpoint_row
-from worker import WorkerContext
-from workflows.webhooks import WebhookDispatchInput, WebhookDispatchWorkflow
+from workflows.webhooks import WebhookDispatchWorkflow
 
 SCHEDULE = [timedelta(seconds=s) for s in (5, 300, 1800, 7200, 18000, 36000, 36000)]
 
@@ -67,7 +68,7 @@ async def dispatcher(
     )
     client = time_skipping_env.client
     context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
-    activities = WebhookActivities(context, clock=server_clock)
+    activities = WebhookActivities.from_context(context, clock=server_clock)
     queue = task_queue()
     async with Worker(
         client,
@@ -189,7 +190,7 @@ async def test_retries_survive_continue_as_new(
     )
     client = time_skipping_env.client
     context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
-    activities = WebhookActivities(context, clock=server_clock)
+    activities = WebhookActivities.from_context(context, clock=server_clock)
     queue = task_queue()
     receiver.behave("later", sequence(500, 500, 500, 200))
     endpoint = create_endpoint(engine, keyring, receiver.url("later"), ["can.*"])

@@ -8,12 +8,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from relay.settings import Settings
-from workflows.webhooks import (
-    PUMP_HEARTBEAT_TIMEOUT,
+from relay.webhooks.contracts import (
+    PUMP_HEARTBEAT_SECONDS,
     WebhookDispatchInput,
-    WebhookDispatchWorkflow,
     dispatcher_workflow_id,
 )
+from workflows.webhooks import WebhookDispatchWorkflow
 
 log = logging.getLogger("relay.webhooks")
 
@@ -23,9 +23,7 @@ def dispatcher_input(settings: Settings, shard: int) -> WebhookDispatchInput:
         shard=shard,
         pump_poll_seconds=settings.webhook_poll_interval.total_seconds(),
         # A dead worker's deliveries come back when its lease ends; its pump should too.
-        pump_heartbeat_seconds=min(
-            PUMP_HEARTBEAT_TIMEOUT.total_seconds(), settings.webhook_lease.total_seconds()
-        ),
+        pump_heartbeat_seconds=min(PUMP_HEARTBEAT_SECONDS, settings.webhook_lease.total_seconds()),
         attempt_timeout_seconds=settings.webhook_timeout.total_seconds(),
     )
 
@@ -52,3 +50,8 @@ def dispatcher_handle(client: Client, settings: Settings) -> WorkflowHandle:
         WebhookDispatchWorkflow.run,
         dispatcher_workflow_id(settings.temporal_task_queue, 0, settings.webhook_dispatch_shards),
     )
+
+
+async def start_long_lived(client: Client, settings: Settings) -> None:
+    """The worker's hook: the dispatchers must always run."""
+    await start_dispatchers(client, settings)

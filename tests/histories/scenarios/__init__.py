@@ -37,7 +37,8 @@ from relay.ledger import Ledger
 from relay.migrate import upgrade
 from relay.settings import Settings
 from relay.temporal import connect
-from worker import WorkerContext, build_worker, start_long_lived_workflows
+from relay.worker_context import WorkerContext
+from worker import build_worker, start_long_lived_workflows
 
 HISTORIES = Path(__file__).resolve().parent.parent
 KEYS_FILE = HISTORIES / "keys.txt"

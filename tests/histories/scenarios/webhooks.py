@@ -39,7 +39,7 @@ async def _receiver() -> AsyncIterator[tuple[str, Counter[str]]]:
 
 @scenario("WebhookDispatchWorkflow", "deliver-retry-manual")
 async def deliver_retry_manual(rec: Recording) -> list[str]:
-    from workflows.webhooks import dispatcher_workflow_id
+    from relay.webhooks.contracts import dispatcher_workflow_id
 
     async with _receiver() as (base, hits), rec.stack(webhook_retry_schedule="1s,1s,1s") as stack:
         async with stack.http() as http:  # type: ignore[attr-defined]

@@ -1,0 +1,20 @@
+"""The single registration point: every capability Relay runs, by name.
+
+A capability has the same name in every layer (docs/adding-a-capability.md), and each
+layer's module exports what the layer above reads:
+
+    api/routes/<name>.py or api/routes/<name>/   `routers`: its FastAPI routers
+    workflows/<name>.py                          `WORKFLOWS`: its workflow classes
+    activities/<name>.py                         `ACTIVITIES`: its activity class, with
+                                                 `from_context(WorkerContext)` and `activities()`
+    workflows/clients/<name>.py                  optional `start_long_lived(client, settings)`:
+                                                 workflows that must always run
+
+The API app, the worker and the workflow registry iterate this tuple and import those
+modules by name, so adding a capability is one line here and nothing in `relay/`
+imports upward.
+"""
+
+from __future__ import annotations
+
+CAPABILITIES: tuple[str, ...] = ("webhooks", "oauth")
