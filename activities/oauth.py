@@ -23,20 +23,14 @@ from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from relay.crypto import Keyring
-from relay.db import as_utc, utcnow
+from relay.db import utcnow
 from relay.errors import ErrorCode
-from relay.models.oauth import (
-    Integration,
-    IntegrationCredential,
-    OAuthState,
-    SyncAction,
-    SyncStatus,
-)
+from relay.models.oauth import Integration, OAuthState, SyncAction, SyncStatus
+from relay.oauth import repository
 from relay.oauth.catalog import Catalog, ProviderEntry, load_catalog
 from relay.oauth.contracts import (
     EVENT_DISCONNECTED,
@@ -46,7 +40,6 @@ from relay.oauth.contracts import (
     ExpiryOutcome,
     IntegrationRef,
     IntegrationSnapshot,
-    IntegrationStatus,
     RefreshTokensInput,
     RevocationResult,
     StatusChange,
@@ -64,11 +57,6 @@ from relay.oauth.protocol import (
     revocation_request,
     token_request,
 )
-from relay.oauth.store import (
-    log_sync,
-    publish,
-    write_sync_log,
-)
 from relay.oauth.tokens import TokenStore
 from relay.provider_errors import translate
 from relay.settings import Settings
@@ -76,7 +64,6 @@ from relay.worker_context import WorkerContext
 
 HTTP_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 USER_AGENT = "Relay (+https://github.com/relay)"
-EXPIRED_MESSAGE = "no callback from the provider within 10 minutes"
 
 
 class OAuthActivities:
@@ -158,15 +145,12 @@ class OAuthActivities:
             )
         return pair[0], pair[1].get_secret_value()
 
-    def _integration(self, integration_id: uuid.UUID) -> Integration:
-        with Session(self._engine) as session:
-            integration = session.get(Integration, integration_id)
+    async def _integration(self, integration_id: uuid.UUID) -> Integration:
+        integration = await asyncio.to_thread(
+            repository.get_integration, self._engine, integration_id
+        )
         if integration is None:
-            raise ApplicationError(
-                f"integration {integration_id} does not exist",
-                type=ErrorCode.INTEGRATION_NOT_FOUND.value,
-                non_retryable=True,
-            )
+            raise _not_found(integration_id)
         return integration
 
     async def _post(self, provider: str, request: TokenRequest) -> httpx.Response:
@@ -200,47 +184,26 @@ class OAuthActivities:
     @activity.defn
     async def load_integration(self, ref: IntegrationRef) -> IntegrationSnapshot:
         """The integration's state from the database (a workflow resumed after its run ended)."""
-        return await asyncio.to_thread(self._snapshot, uuid.UUID(ref.integration_id))
-
-    def _snapshot(self, integration_id: uuid.UUID) -> IntegrationSnapshot:
-        integration = self._integration(integration_id)
-        entry = self._catalog.get(integration.provider)
-        with Session(self._engine) as session:
-            credential = session.get(IntegrationCredential, integration_id)
-            states = session.exec(
-                select(OAuthState)
-                .where(col(OAuthState.integration_id) == integration_id)
-                .order_by(col(OAuthState.created_at).desc())
-            ).all()
-        latest = states[0] if states else None
-        pending = next(
-            (s for s in states if s.used_at is not None and s.exchanged_at is None), None
+        integration_id = uuid.UUID(ref.integration_id)
+        snapshot = await asyncio.to_thread(
+            repository.snapshot, self._engine, self._catalog, integration_id
         )
-        return IntegrationSnapshot(
-            integration_id=str(integration.id),
-            user_id=integration.user_id,
-            provider=integration.provider,
-            status=IntegrationStatus(integration.status).value,
-            expires_at=integration.expires_at,
-            has_refresh_token=bool(credential and credential.refresh_token),
-            buffer_seconds=entry.token_expiration_buffer if entry else 300,
-            connected_at=integration.connected_at,
-            last_refreshed_at=integration.last_sync_at,
-            last_error=integration.last_error,
-            callback_deadline=as_utc(latest.expires_at) if latest else None,
-            pending_state_id=str(pending.id) if pending else None,
-        )
+        if snapshot is None:
+            raise _not_found(integration_id)
+        return snapshot
 
     @activity.defn
     async def exchange_oauth_code(self, params: ExchangeCodeInput) -> TokenInfo:
         """Trade the callback's code (and PKCE verifier) for tokens, and store them sealed."""
         integration_id = uuid.UUID(params.integration_id)
         state_id = uuid.UUID(params.state_id)
-        integration = await asyncio.to_thread(self._integration, integration_id)
+        integration = await self._integration(integration_id)
         entry = self._entry(integration.provider)
-        state = await asyncio.to_thread(self._state, state_id, integration_id)
+        state = await self._state(state_id, integration_id)
         if state.exchanged_at is not None:
-            return await asyncio.to_thread(self._stored_info, integration_id, entry)
+            return await asyncio.to_thread(
+                repository.stored_info, self._engine, integration_id, entry
+            )
         if state.provider_error or not state.code:
             raise ApplicationError(
                 f"the authorization failed at {entry.key}: "
@@ -282,7 +245,14 @@ class OAuthActivities:
         if not info.scope:
             info.scope = list(state.scopes)
         await asyncio.to_thread(
-            self._store_exchange, integration_id, state_id, entry, parsed, info, started
+            repository.store_exchange,
+            self._engine,
+            self._keyring,
+            integration_id,
+            state_id,
+            parsed,
+            info,
+            started,
         )
         return info
 
@@ -314,7 +284,7 @@ class OAuthActivities:
             )
         except ApplicationError as failure:
             await asyncio.to_thread(
-                log_sync,
+                repository.log_sync,
                 self._engine,
                 integration_id,
                 action,
@@ -325,73 +295,17 @@ class OAuthActivities:
             )
             raise
 
-    def _state(self, state_id: uuid.UUID, integration_id: uuid.UUID) -> OAuthState:
-        with Session(self._engine) as session:
-            state = session.get(OAuthState, state_id)
-        if state is None or state.integration_id != integration_id:
+    async def _state(self, state_id: uuid.UUID, integration_id: uuid.UUID) -> OAuthState:
+        state = await asyncio.to_thread(
+            repository.integration_state, self._engine, state_id, integration_id
+        )
+        if state is None:
             raise ApplicationError(
                 "the authorization state does not belong to this integration",
                 type=ErrorCode.OAUTH_FAILED.value,
                 non_retryable=True,
             )
         return state
-
-    def _stored_info(self, integration_id: uuid.UUID, entry: ProviderEntry) -> TokenInfo:
-        with Session(self._engine) as session:
-            integration = session.get(Integration, integration_id)
-            credential = session.get(IntegrationCredential, integration_id)
-        assert integration is not None
-        return TokenInfo(
-            expires_at=integration.expires_at,
-            has_refresh_token=bool(credential and credential.refresh_token),
-            scope=list(integration.scope or []),
-            buffer_seconds=entry.token_expiration_buffer,
-        )
-
-    def _store_exchange(
-        self,
-        integration_id: uuid.UUID,
-        state_id: uuid.UUID,
-        entry: ProviderEntry,
-        parsed: TokenResponse,
-        info: TokenInfo,
-        started: datetime,
-    ) -> None:
-        now = utcnow()
-        with Session(self._engine) as session:
-            integration = session.get(Integration, integration_id)
-            state = session.get(OAuthState, state_id)
-            assert integration is not None and state is not None
-            self._tokens.put(session, integration_id, parsed.access_token, parsed.refresh_token)
-            integration.token_type = parsed.token_type
-            integration.expires_at = info.expires_at
-            integration.scope = info.scope
-            integration.provider_data = parsed.extras
-            if parsed.account_name:
-                integration.name = parsed.account_name
-            elif integration.name is None and integration.connection_config:
-                integration.name = next(iter(integration.connection_config.values()))
-            integration.last_sync_at = now
-            integration.updated_at = now
-            session.add(integration)
-            # The code is spent and the verifier served its purpose: keep neither.
-            state.exchanged_at = now
-            state.code = None
-            state.code_verifier = None
-            session.add(state)
-            write_sync_log(
-                session,
-                integration_id,
-                SyncAction.TOKEN_EXCHANGE,
-                SyncStatus.COMPLETED,
-                meta={
-                    "expiresAt": info.expires_at.isoformat() if info.expires_at else None,
-                    "refreshToken": info.has_refresh_token,
-                    "scope": info.scope,
-                },
-                started_at=started,
-            )
-            session.commit()
 
     @activity.defn
     async def fetch_oauth_account_name(self, ref: IntegrationRef) -> bool:
@@ -400,7 +314,7 @@ class OAuthActivities:
         Returns False (and logs) when the provider will not say; transient failures retry.
         """
         integration_id = uuid.UUID(ref.integration_id)
-        integration = await asyncio.to_thread(self._integration, integration_id)
+        integration = await self._integration(integration_id)
         entry = self._entry(integration.provider)
         if not entry.userinfo_url:
             return False
@@ -421,7 +335,7 @@ class OAuthActivities:
         if response.status_code >= 500 or response.status_code in (408, 429):
             failure = translate(entry.key, _StatusError(response))
             await asyncio.to_thread(
-                log_sync,
+                repository.log_sync,
                 self._engine,
                 integration_id,
                 SyncAction.ACCOUNT_LOOKUP,
@@ -430,40 +344,21 @@ class OAuthActivities:
                 started_at=started,
             )
             raise failure
-        await asyncio.to_thread(self._store_name, integration_id, name, response, started)
+        await asyncio.to_thread(
+            repository.store_name,
+            self._engine,
+            integration_id,
+            name,
+            response.status_code,
+            started,
+        )
         return name is not None
-
-    def _store_name(
-        self,
-        integration_id: uuid.UUID,
-        name: str | None,
-        response: httpx.Response,
-        started: datetime,
-    ) -> None:
-        with Session(self._engine) as session:
-            if name is not None:
-                integration = session.get(Integration, integration_id)
-                assert integration is not None
-                integration.name = name
-                integration.updated_at = utcnow()
-                session.add(integration)
-            write_sync_log(
-                session,
-                integration_id,
-                SyncAction.ACCOUNT_LOOKUP,
-                SyncStatus.COMPLETED if name is not None else SyncStatus.FAILED,
-                error=None
-                if name is not None
-                else f"userinfo answered HTTP {response.status_code} without the account name",
-                started_at=started,
-            )
-            session.commit()
 
     @activity.defn
     async def refresh_oauth_tokens(self, params: RefreshTokensInput) -> TokenInfo:
         """Refresh the access token; store it and the refresh token to keep, atomically."""
         integration_id = uuid.UUID(params.integration_id)
-        integration = await asyncio.to_thread(self._integration, integration_id)
+        integration = await self._integration(integration_id)
         entry = self._entry(integration.provider)
         tokens = await asyncio.to_thread(self._tokens.read, integration_id)
         if tokens is None or not tokens.refresh_token:
@@ -498,59 +393,25 @@ class OAuthActivities:
         keep = parsed.refresh_token or tokens.refresh_token
         info = self._info(entry, parsed, base, keep)
         await asyncio.to_thread(
-            self._store_refresh, integration_id, tokens.version, parsed, keep, info, started, params
+            repository.store_refresh,
+            self._engine,
+            self._keyring,
+            integration_id,
+            tokens.version,
+            parsed,
+            keep,
+            info,
+            started,
+            params.reason,
         )
         return info
-
-    def _store_refresh(
-        self,
-        integration_id: uuid.UUID,
-        version: int,
-        parsed: TokenResponse,
-        keep: str | None,
-        info: TokenInfo,
-        started: datetime,
-        params: RefreshTokensInput,
-    ) -> None:
-        now = utcnow()
-        with Session(self._engine) as session:
-            self._tokens.replace(
-                session,
-                integration_id,
-                expected_version=version,
-                access_token=parsed.access_token,
-                refresh_token=keep,
-            )
-            integration = session.get(Integration, integration_id)
-            assert integration is not None
-            integration.token_type = parsed.token_type
-            integration.expires_at = info.expires_at
-            if parsed.scope:
-                integration.scope = parsed.scope
-            integration.last_sync_at = now
-            integration.last_error = None
-            integration.updated_at = now
-            session.add(integration)
-            write_sync_log(
-                session,
-                integration_id,
-                SyncAction.TOKEN_REFRESH,
-                SyncStatus.COMPLETED,
-                meta={
-                    "reason": params.reason,
-                    "expiresAt": info.expires_at.isoformat() if info.expires_at else None,
-                    "refreshTokenRotated": info.refresh_token_rotated,
-                },
-                started_at=started,
-            )
-            session.commit()
 
     @activity.defn
     async def revoke_oauth_tokens(self, ref: IntegrationRef) -> RevocationResult:
         """RFC 7009: revoke the refresh token, then the access token, where the provider
         has a revocation endpoint. An unknown token counts as revoked (RFC 7009 2.2)."""
         integration_id = uuid.UUID(ref.integration_id)
-        integration = await asyncio.to_thread(self._integration, integration_id)
+        integration = await self._integration(integration_id)
         entry = self._entry(integration.provider)
         tokens = await asyncio.to_thread(self._tokens.read, integration_id)
         if not entry.revoke_url or tokens is None:
@@ -584,7 +445,7 @@ class OAuthActivities:
                     revoked.append(hint)
         except ApplicationError as failure:
             await asyncio.to_thread(
-                log_sync,
+                repository.log_sync,
                 self._engine,
                 integration_id,
                 SyncAction.TOKEN_REVOCATION,
@@ -595,7 +456,7 @@ class OAuthActivities:
             )
             raise
         await asyncio.to_thread(
-            log_sync,
+            repository.log_sync,
             self._engine,
             integration_id,
             SyncAction.TOKEN_REVOCATION,
@@ -608,46 +469,24 @@ class OAuthActivities:
     @activity.defn
     async def record_integration_status(self, change: StatusChange) -> None:
         """Set status and lastError, and publish the event (once per `event_key`)."""
-        integration = await asyncio.to_thread(self._set_status, change)
+        integration = await asyncio.to_thread(repository.set_status, self._engine, change)
+        if integration is None:
+            raise _not_found(change.integration_id)
         if change.event and change.event_key:
             await asyncio.to_thread(
-                publish, self._engine, change.event, integration, key=change.event_key
+                repository.publish, self._engine, change.event, integration, key=change.event_key
             )
-
-    def _set_status(self, change: StatusChange) -> Integration:
-        now = utcnow()
-        status = IntegrationStatus(change.status)
-        with Session(self._engine) as session:
-            integration = session.get(Integration, uuid.UUID(change.integration_id))
-            if integration is None:
-                raise ApplicationError(
-                    f"integration {change.integration_id} does not exist",
-                    type=ErrorCode.INTEGRATION_NOT_FOUND.value,
-                    non_retryable=True,
-                )
-            integration.status = status
-            integration.last_error = change.last_error[:1000] if change.last_error else None
-            if status == IntegrationStatus.CONNECTED and integration.connected_at is None:
-                integration.connected_at = now
-                integration.is_active = True
-            if status in (IntegrationStatus.DISCONNECTED, IntegrationStatus.EXPIRED):
-                integration.is_active = False
-            integration.updated_at = now
-            session.add(integration)
-            session.commit()
-            session.refresh(integration)
-            return integration
 
     @activity.defn
     async def expire_oauth_authorization(self, ref: IntegrationRef) -> ExpiryOutcome:
         """The callback window closed: EXPIRED, unless a callback reached the database
         but never the workflow (its update was lost), which is then claimed instead."""
         integration_id = uuid.UUID(ref.integration_id)
-        outcome = await asyncio.to_thread(self._expire, integration_id)
+        outcome = await asyncio.to_thread(repository.expire, self._engine, integration_id)
         if outcome.claimed_state_id is None:
-            integration = await asyncio.to_thread(self._integration, integration_id)
+            integration = await self._integration(integration_id)
             await asyncio.to_thread(
-                publish,
+                repository.publish,
                 self._engine,
                 EVENT_ERROR,
                 integration,
@@ -655,75 +494,29 @@ class OAuthActivities:
             )
         return outcome
 
-    def _expire(self, integration_id: uuid.UUID) -> ExpiryOutcome:
-        now = utcnow()
-        with Session(self._engine) as session:
-            states = session.exec(
-                select(OAuthState).where(col(OAuthState.integration_id) == integration_id)
-            ).all()
-            for state in states:
-                if state.used_at is not None and state.exchanged_at is None:
-                    return ExpiryOutcome(claimed_state_id=str(state.id))
-            for state in states:
-                state.used_at = state.used_at or now
-                state.code_verifier = None
-                state.code = None
-                session.add(state)
-            integration = session.get(Integration, integration_id)
-            if integration is not None and integration.status == IntegrationStatus.PENDING:
-                integration.status = IntegrationStatus.EXPIRED
-                integration.is_active = False
-                integration.last_error = EXPIRED_MESSAGE
-                integration.updated_at = now
-                session.add(integration)
-            session.commit()
-        return ExpiryOutcome()
-
     @activity.defn
     async def wipe_integration_credentials(self, params: DisconnectInput) -> None:
         """Delete the tokens and any pending authorization secrets, mark DISCONNECTED and
         publish integration.disconnected (once per `event_key`)."""
-        integration = await asyncio.to_thread(self._wipe, params)
+        integration = await asyncio.to_thread(repository.wipe, self._engine, self._keyring, params)
+        if integration is None:
+            raise _not_found(uuid.UUID(params.integration_id))
         await asyncio.to_thread(
-            publish,
+            repository.publish,
             self._engine,
             EVENT_DISCONNECTED,
             integration,
             key=params.event_key or f"integration-{params.integration_id}:disconnected",
         )
 
-    def _wipe(self, params: DisconnectInput) -> Integration:
-        integration_id = uuid.UUID(params.integration_id)
-        now = utcnow()
-        with Session(self._engine) as session:
-            integration = session.get(Integration, integration_id)
-            if integration is None:
-                raise ApplicationError(
-                    f"integration {integration_id} does not exist",
-                    type=ErrorCode.INTEGRATION_NOT_FOUND.value,
-                    non_retryable=True,
-                )
-            self._tokens.wipe(session, integration_id)
-            for state in session.exec(
-                select(OAuthState).where(col(OAuthState.integration_id) == integration_id)
-            ).all():
-                state.used_at = state.used_at or now
-                state.code = None
-                state.code_verifier = None
-                session.add(state)
-            integration.status = IntegrationStatus.DISCONNECTED
-            integration.is_active = False
-            integration.expires_at = None
-            integration.disconnected_at = now
-            integration.updated_at = now
-            if params.scrub_personal_data:
-                integration.name = None
-                integration.meta = {}
-                integration.provider_data = {}
-            session.add(integration)
-            session.commit()
-            session.refresh(integration)
-            return integration
+
+def _not_found(integration_id: uuid.UUID | str) -> ApplicationError:
+    """The integration is gone (deleted with its user's data): retrying cannot help."""
+    return ApplicationError(
+        f"integration {integration_id} does not exist",
+        type=ErrorCode.INTEGRATION_NOT_FOUND.value,
+        non_retryable=True,
+    )
 
 
 class _StatusError(Exception):

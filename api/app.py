@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy.engine import Engine
 
 from api.errors import install_error_handlers
-from api.routes import (
-    codec,
-    deliveries,
-    events,
-    health,
-    integrations,
-    providers,
-    runs,
-    webhooks,
-)
+from api.routes import codec, health, runs
 from api.temporal_gateway import TemporalGateway
 from relay import __version__
+from relay.capabilities import CAPABILITIES
 from relay.crypto import Keyring, load_keyring
 from relay.db import make_engine
 from relay.oauth.catalog import load_catalog
@@ -39,6 +32,17 @@ Every `/v1` route needs `Authorization: Bearer <api key>` (create one with
 or `{"success": false, "error": {"code", "message", "details"}}`. Lists take `limit`
 (default 50, max 200) and an opaque `cursor`, and return `nextCursor`.
 """
+
+
+PLATFORM_ROUTERS = (health.router, runs.router, codec.router)
+
+
+def capability_routers() -> list[APIRouter]:
+    """Every registered capability's routers (`api/routes/<name>` exports `routers`)."""
+    routers: list[APIRouter] = []
+    for name in CAPABILITIES:
+        routers.extend(importlib.import_module(f"api.routes.{name}").routers)
+    return routers
 
 
 def create_app(
@@ -92,8 +96,8 @@ def create_app(
     )
     # OAuth: a bad PROVIDERS_FILE stops start-up with a ConfigError naming entry and field.
     app.state.catalog = load_catalog(settings.providers_file)
-    for module in (health, runs, codec, webhooks, events, deliveries, integrations, providers):
-        app.include_router(module.router)
+    for router in (*PLATFORM_ROUTERS, *capability_routers()):
+        app.include_router(router)
     # OAuth: the callback's query holds the authorization code and state; spans record
     # the full URL, so that route is not traced.
     FastAPIInstrumentor.instrument_app(

@@ -16,6 +16,7 @@ from relay.api_keys import authenticate
 from relay.crypto import Keyring
 from relay.errors import ErrorCode, RelayError
 from relay.models.platform import ApiKey
+from relay.oauth.catalog import Catalog, load_catalog
 from relay.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `relay keys create NAME`.")
@@ -36,6 +37,16 @@ def get_keyring(request: Request) -> Keyring:
 def get_session(request: Request) -> Iterator[Session]:
     with Session(request.app.state.engine, expire_on_commit=False) as session:
         yield session
+
+
+def get_catalog(request: Request) -> Catalog:
+    """The OAuth provider catalog, loaded at start-up (or on first use)."""
+    catalog = getattr(request.app.state, "catalog", None)
+    if catalog is None:
+        catalog = request.app.state.catalog = load_catalog(
+            request.app.state.settings.providers_file
+        )
+    return catalog  # type: ignore[no-any-return]
 
 
 async def get_temporal(request: Request) -> Client:
@@ -60,3 +71,4 @@ KeyringDep = Annotated[Keyring, Depends(get_keyring)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]

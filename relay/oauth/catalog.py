@@ -204,15 +204,16 @@ def _check_url(field: str, url: str, declared: set[str]) -> None:
         raise ValueError(f"{field}: must not carry credentials")
     if parts.fragment:
         raise ValueError(f"{field}: must not have a fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError(f"{field}: must use https (plain http is allowed for loopback only)")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (an IPv6 literal with or without brackets)."""
     if host.lower() in _LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 

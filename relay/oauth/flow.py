@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,7 @@ from sqlmodel import Session, select
 from relay.crypto import Keyring
 from relay.db import session_scope, utcnow
 from relay.models.oauth import Integration, IntegrationStatus, OAuthState
-from relay.oauth.catalog import ProviderEntry
+from relay.oauth.catalog import ProviderEntry, is_loopback_host
 
 STATE_TTL = timedelta(minutes=10)
 STATE_BYTES = 32  # 256 bits
@@ -72,15 +71,6 @@ def code_context(state_id: uuid.UUID) -> str:
 # --- redirect allow-list ---------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def redirect_allowed(uri: str, allowed: Sequence[str]) -> bool:
     """Whether `uri` falls under one of the allowed URL prefixes.
 
@@ -111,7 +101,7 @@ def redirect_allowed(uri: str, allowed: Sequence[str]) -> bool:
         if rule_port is not None:
             if (target_port or _DEFAULT_PORTS[target.scheme]) != rule_port:
                 continue
-        elif target_port not in (None, _DEFAULT_PORTS[target.scheme]) and not _is_loopback(
+        elif target_port not in (None, _DEFAULT_PORTS[target.scheme]) and not is_loopback_host(
             target.hostname
         ):
             continue

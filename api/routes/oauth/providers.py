@@ -6,22 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from api.deps import SettingsDep, require_api_key
-from api.envelope import ApiModel, Envelope, error_responses
-from api.routes.integrations import CatalogDep
+from api.deps import CatalogDep, SettingsDep, require_api_key
+from api.envelope import Envelope, error_responses, ok
+from api.schemas.oauth import ProviderPublic
 
 router = APIRouter(
     prefix="/v1/providers", tags=["integrations"], dependencies=[Depends(require_api_key)]
 )
-
-
-class ProviderPublic(ApiModel):
-    key: str
-    display_name: str
-    auth_mode: str
-    scopes: list[str]
-    configured: bool
-    connection_config: list[str]
 
 
 @router.get(
@@ -37,9 +28,8 @@ class ProviderPublic(ApiModel):
 )
 async def list_providers(settings: SettingsDep, catalog: CatalogDep) -> dict[str, Any]:
     clients = settings.oauth_clients
-    return {
-        "success": True,
-        "data": [
+    return ok(
+        [
             ProviderPublic(
                 key=entry.key,
                 display_name=entry.display_name,
@@ -49,5 +39,5 @@ async def list_providers(settings: SettingsDep, catalog: CatalogDep) -> dict[str
                 connection_config=list(entry.connection_config),
             )
             for entry in catalog
-        ],
-    }
+        ]
+    )

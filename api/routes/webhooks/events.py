@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import Field
 
 from api.deps import EngineDep, SettingsDep, require_api_key
-from api.envelope import ApiModel, Envelope, error_responses
+from api.envelope import Envelope, error_responses, ok
+from api.schemas.webhooks import EventAccepted, EventCreate
 from relay.errors import ErrorCode, RelayError
 from relay.webhooks.group_publish import GroupPublisher
 from relay.webhooks.publish import EventRequest, validate_event
 
 router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[Depends(require_api_key)])
-
-
-class EventCreate(ApiModel):
-    type: str = Field(
-        max_length=200,
-        examples=["order.created"],
-        description="Dot-separated words: letters, digits, _ and -.",
-    )
-    data: dict[str, Any] = Field(examples=[{"orderId": "ord_123", "total": 4200}])
-    idempotency_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=255,
-        description="The same key within 24 hours returns the first event; nothing is "
-        "delivered again.",
-    )
-
-
-class EventAccepted(ApiModel):
-    event_id: uuid.UUID
-    endpoints: int = Field(description="How many endpoints the event is delivered to.")
-    duplicate: bool = Field(description="True when the idempotency key was seen already.")
 
 
 async def limit_payload(request: Request, settings: SettingsDep) -> None:
@@ -66,9 +43,8 @@ async def publish(body: EventCreate, request: Request, engine: EngineDep) -> dic
         # One per app, created on first use inside the serving event loop.
         publisher = request.app.state.webhook_publisher = GroupPublisher(engine)
     result = await publisher.publish(EventRequest(body.type, body.data, body.idempotency_key))
-    return {
-        "success": True,
-        "data": EventAccepted(
+    return ok(
+        EventAccepted(
             event_id=result.event_id, endpoints=result.endpoints, duplicate=result.duplicate
-        ),
-    }
+        )
+    )

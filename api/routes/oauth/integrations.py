@@ -1,75 +1,58 @@
 """OAuth connections: /v1/integrations…, the public callback, and DELETE /v1/users/{userId}/integrations.
 
 Every change to a connection goes through its `IntegrationWorkflow` (the single writer
-of its tokens) as a Temporal update; the routes read the database directly. The update
-is sent with update-with-start (`USE_EXISTING`), so a connection whose run ended
-unexpectedly (terminated by an operator, a lost Temporal cluster) resumes from the
-database on its next request. GET …/credentials is the only route that returns a token.
+of its tokens) as a Temporal update, sent by `workflows.clients.oauth` with
+update-with-start (`USE_EXISTING`), so a connection whose run ended unexpectedly
+(terminated by an operator, a lost Temporal cluster) resumes from the database on its
+next request; the routes read the database directly, through `relay.oauth.repository`.
+GET …/credentials is the only route that returns a token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import Field, field_validator
-from sqlalchemy import and_, or_
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import (
     ApiKeyDep,
+    CatalogDep,
     EngineDep,
     KeyringDep,
     SettingsDep,
     TemporalDep,
     require_api_key,
 )
-from api.envelope import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    ApiModel,
-    Envelope,
-    Page,
-    decode_cursor,
-    encode_cursor,
-    error_responses,
+from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.pagination import newest_first_page, page
+from api.schemas.oauth import (
+    ID_PATTERN,
+    Credentials,
+    InitiateRequest,
+    InitiateResult,
+    IntegrationPublic,
+    IntegrationUpdate,
+    RefreshResult,
+    SyncLogPublic,
+    UserIntegrationsDeleted,
 )
-from relay import search_attributes
 from relay.db import utcnow
 from relay.errors import ErrorCode, RelayError
-from relay.models.oauth import (
-    Integration,
-    IntegrationCredentialAccess,
-    IntegrationStatus,
-    IntegrationSyncLog,
-)
-from relay.oauth.catalog import Catalog, ConnectionConfigError, load_catalog
+from relay.models.oauth import Integration, IntegrationStatus
+from relay.oauth import repository
+from relay.oauth.catalog import ConnectionConfigError
 from relay.oauth.contracts import (
+    TERMINAL_STATUSES,
     AuthorizationCallback,
     AuthorizationOutcome,
     DisconnectRequest,
-    IntegrationInput,
     RefreshOutcome,
     RefreshRequest,
 )
@@ -83,18 +66,14 @@ from relay.oauth.flow import (
 )
 from relay.oauth.schedule import refresh_due_at
 from relay.oauth.tokens import TokenStore
-from relay.settings import Settings
-from workflows.oauth import IntegrationWorkflow
+from workflows.clients import oauth as workflow_client
 
 # The browser waits on the callback while the code is exchanged; past this it is sent
 # back with status=pending and the application learns the outcome from the
 # integration.connected / integration.error event or GET /v1/integrations/{id}.
 CALLBACK_WAIT = timedelta(seconds=60)
 USER_DELETE_CONCURRENCY = 8
-_ID = r"^[A-Za-z0-9_.:@/+-]{1,200}$"
 _MESSAGE_LIMIT = 200
-_METADATA_LIMIT = 16_384
-TERMINAL = (IntegrationStatus.DISCONNECTED, IntegrationStatus.EXPIRED)
 
 public = APIRouter(prefix="/v1/integrations", tags=["integrations"])
 protected = APIRouter(prefix="/v1", tags=["integrations"], dependencies=[Depends(require_api_key)])
@@ -102,219 +81,22 @@ protected = APIRouter(prefix="/v1", tags=["integrations"], dependencies=[Depends
 T = TypeVar("T")
 
 
-def get_catalog(request: Request) -> Catalog:
-    catalog = getattr(request.app.state, "catalog", None)
-    if catalog is None:
-        catalog = request.app.state.catalog = load_catalog(
-            request.app.state.settings.providers_file
-        )
-    return catalog  # type: ignore[no-any-return]
-
-
-CatalogDep = Annotated[Catalog, Depends(get_catalog)]
-
-
-# --- wire models ---------------------------------------------------------------------------
-
-
-def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(json.dumps(value, default=str)) > _METADATA_LIMIT:
-        raise ValueError(f"at most {_METADATA_LIMIT} bytes of JSON")
-    return value
-
-
-class InitiateRequest(ApiModel):
-    user_id: str = Field(pattern=_ID, examples=["7d0f3c1e-5d0e-4c55-9a55-1f4f2b8f7a10"])
-    provider: str = Field(min_length=1, max_length=64, examples=["github"])
-    redirect_uri: str = Field(
-        min_length=1, max_length=2048, examples=["http://localhost:3000/integrations/done"]
-    )
-    scopes: list[str] | None = Field(
-        default=None, max_length=100, description="Defaults to the catalog's default_scopes."
-    )
-    connection_config: dict[str, str] | None = Field(
-        default=None, examples=[{"shop": "acme"}], description="Values the provider needs."
-    )
-    metadata: dict[str, Any] | None = Field(default=None, examples=[{"source": "settings"}])
-    organization_id: str | None = Field(default=None, pattern=_ID)
-
-    @field_validator("scopes")
-    @classmethod
-    def _scopes(cls, value: list[str] | None) -> list[str] | None:
-        for scope in value or []:
-            if not scope or len(scope) > 200 or any(ch.isspace() for ch in scope):
-                raise ValueError("each scope is 1 to 200 characters without whitespace")
-        return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _check_metadata(value)
-
-
-class InitiateResult(ApiModel):
-    integration_id: uuid.UUID
-    authorization_url: str
-    state: str = Field(description="Single use, valid 10 minutes; Relay keeps only its hash.")
-    expires_at: datetime
-
-
-class IntegrationPublic(ApiModel):
-    id: uuid.UUID
-    user_id: str
-    organization_id: str | None
-    provider: str
-    name: str | None
-    status: IntegrationStatus
-    is_active: bool
-    scope: list[str]
-    token_type: str | None
-    expires_at: datetime | None
-    metadata: dict[str, Any] = Field(validation_alias="meta")
-    connection_config: dict[str, str]
-    provider_data: dict[str, Any]
-    last_sync_at: datetime | None
-    last_error: str | None
-    connected_at: datetime | None
-    disconnected_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class IntegrationUpdate(ApiModel):
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    metadata: dict[str, Any] | None = None
-    is_active: bool | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _check_metadata(value)
-
-
-class Credentials(ApiModel):
-    access_token: str
-    token_type: str | None
-    expires_at: datetime | None
-    scope: list[str]
-
-
-class RefreshResult(ApiModel):
-    integration_id: uuid.UUID
-    expires_at: datetime | None
-    refreshed: bool
-
-
-class SyncLogPublic(ApiModel):
-    id: uuid.UUID
-    integration_id: uuid.UUID
-    action: str
-    resource_type: str | None
-    resource_id: str | None
-    status: str
-    items_processed: int
-    items_failed: int
-    error: str | None
-    metadata: dict[str, Any] = Field(validation_alias="meta")
-    started_at: datetime
-    completed_at: datetime | None
-
-
-class UserIntegrationsDeleted(ApiModel):
-    user_id: str
-    disconnected: int
-    integration_ids: list[uuid.UUID]
-
-
 # --- helpers -------------------------------------------------------------------------------
 
 
-def workflow_id(integration_id: uuid.UUID | str) -> str:
-    return f"integration-{integration_id}"
-
-
-def _search_attributes(integration: Integration) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(search_attributes.INTEGRATION_ID, str(integration.id)),
-            SearchAttributePair(search_attributes.USER_ID, integration.user_id),
-            SearchAttributePair(search_attributes.PROVIDER, integration.provider),
-            SearchAttributePair(search_attributes.ENTITY_ID, str(integration.id)),
-        ]
-    )
-
-
-async def _db(engine: Engine, fn: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with Session(engine, expire_on_commit=False) as session:
-            return fn(session)
-
-    return await asyncio.to_thread(run)
+def _not_found(integration_id: uuid.UUID) -> RelayError:
+    return RelayError(ErrorCode.INTEGRATION_NOT_FOUND, f"no integration with id {integration_id}")
 
 
 async def _load(engine: Engine, integration_id: uuid.UUID) -> Integration:
-    integration = await _db(engine, lambda s: s.get(Integration, integration_id))
+    integration = await asyncio.to_thread(repository.get_integration, engine, integration_id)
     if integration is None:
-        raise RelayError(
-            ErrorCode.INTEGRATION_NOT_FOUND, f"no integration with id {integration_id}"
-        )
+        raise _not_found(integration_id)
     return integration
 
 
-def _public(integration: Integration) -> IntegrationPublic:
+def _public(integration: Any) -> IntegrationPublic:
     return IntegrationPublic.model_validate(integration)
-
-
-def _update_error(exc: WorkflowUpdateFailedError) -> RelayError:
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        try:
-            code = ErrorCode(cause.type or "")
-        except ValueError:
-            code = ErrorCode.CONFLICT  # a validator's rejection: the workflow's state forbids it
-        details = cause.details[0] if cause.details else None
-        return RelayError(code, cause.message, details if isinstance(details, dict) else None)
-    return RelayError(ErrorCode.INTERNAL_ERROR, "the integration's workflow failed the request")
-
-
-async def _update(
-    client: Client,
-    settings: Settings,
-    integration: Integration,
-    update: Any,
-    arg: Any,
-) -> Any:
-    """Send `update` to the integration's workflow, starting a recovering run if none runs."""
-    handle = client.get_workflow_handle(workflow_id(integration.id))
-    try:
-        return await handle.execute_update(update, arg)
-    except WorkflowUpdateFailedError as exc:
-        raise _update_error(exc) from None
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-    # No running workflow (terminated by an operator, a lost cluster): the database knows
-    # the connection, so a run is started that resumes from it and takes the update.
-    start = WithStartWorkflowOperation(
-        IntegrationWorkflow.run,
-        IntegrationInput(
-            integration_id=str(integration.id),
-            user_id=integration.user_id,
-            provider=integration.provider,
-            recover=True,
-        ),
-        id=workflow_id(integration.id),
-        task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=_search_attributes(integration),
-    )
-    try:
-        return await client.execute_update_with_start_workflow(
-            update, arg, start_workflow_operation=start
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise _update_error(exc) from None
 
 
 class _Flights:
@@ -435,31 +217,18 @@ async def initiate(
     )
     integration = pending.integration
     try:
-        await client.start_workflow(
-            IntegrationWorkflow.run,
-            IntegrationInput(
-                integration_id=str(integration.id),
-                user_id=integration.user_id,
-                provider=integration.provider,
-                callback_deadline=pending.expires_at,
-            ),
-            id=workflow_id(integration.id),
-            task_queue=settings.temporal_task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=_search_attributes(integration),
-        )
+        await workflow_client.start_integration(client, settings, integration, pending.expires_at)
     except BaseException:
         await asyncio.to_thread(discard_authorization, engine, integration.id)
         raise
-    return {
-        "success": True,
-        "data": InitiateResult(
+    return ok(
+        InitiateResult(
             integration_id=integration.id,
             authorization_url=pending.authorization_url,
             state=pending.state,
             expires_at=pending.expires_at,
-        ),
-    }
+        )
+    )
 
 
 @public.get(
@@ -515,12 +284,8 @@ async def callback(
     identity = {"integrationId": str(integration.id), "provider": integration.provider}
     try:
         outcome: AuthorizationOutcome = await asyncio.wait_for(
-            _update(
-                client,
-                settings,
-                integration,
-                IntegrationWorkflow.complete_authorization,
-                AuthorizationCallback(str(consumed.state_id)),
+            workflow_client.complete_authorization(
+                client, settings, integration, AuthorizationCallback(str(consumed.state_id))
             ),
             CALLBACK_WAIT.total_seconds(),
         )
@@ -568,38 +333,13 @@ async def list_integrations(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    after = decode_cursor(cursor)
-
-    def query(session: Session) -> list[Integration]:
-        statement = select(Integration)
-        if user_id is not None:
-            statement = statement.where(col(Integration.user_id) == user_id)
-        if provider is not None:
-            statement = statement.where(col(Integration.provider) == provider.lower())
-        if is_active is not None:
-            statement = statement.where(col(Integration.is_active) == is_active)
-        if status is not None:
-            statement = statement.where(col(Integration.status) == status.value)
-        if after is not None:
-            moment, row_id = after
-            statement = statement.where(
-                or_(
-                    col(Integration.created_at) < moment,
-                    and_(col(Integration.created_at) == moment, col(Integration.id) < row_id),
-                )
-            )
-        statement = statement.order_by(
-            col(Integration.created_at).desc(), col(Integration.id).desc()
-        ).limit(limit + 1)
-        return list(session.exec(statement).all())
-
-    rows = await _db(engine, query)
-    page, more = rows[:limit], len(rows) > limit
-    return {
-        "success": True,
-        "data": [_public(row) for row in page],
-        "nextCursor": encode_cursor(page[-1].created_at, page[-1].id) if more else None,
-    }
+    query = repository.integrations_query(
+        user_id=user_id, provider=provider, is_active=is_active, status=status
+    )
+    rows, next_cursor = await newest_first_page(
+        engine, repository.INTEGRATIONS, query, cursor, limit
+    )
+    return page([_public(row) for row in rows], next_cursor)
 
 
 @protected.get(
@@ -609,7 +349,7 @@ async def list_integrations(
     responses=error_responses(401, 404, 422),
 )
 async def get_integration(integration_id: uuid.UUID, engine: EngineDep) -> dict[str, Any]:
-    return {"success": True, "data": _public(await _load(engine, integration_id))}
+    return ok(_public(await _load(engine, integration_id)))
 
 
 @protected.patch(
@@ -626,34 +366,12 @@ async def update_integration(
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise _validation("body", "give at least one of name, metadata, isActive")
-
-    def apply(session: Session) -> Integration | None:
-        integration = session.get(Integration, integration_id)
-        if integration is None:
-            return None
-        if changes.get("is_active") and integration.status in TERMINAL:
-            raise RelayError(
-                ErrorCode.CONFLICT,
-                f"a {integration.status} integration cannot be reactivated; connect again",
-            )
-        if "name" in changes:
-            integration.name = changes["name"]
-        if "metadata" in changes:
-            integration.meta = changes["metadata"] or {}
-        if "is_active" in changes and changes["is_active"] is not None:
-            integration.is_active = changes["is_active"]
-        integration.updated_at = utcnow()
-        session.add(integration)
-        session.commit()
-        session.refresh(integration)
-        return integration
-
-    integration = await _db(engine, apply)
+    integration = await asyncio.to_thread(
+        repository.update_integration, engine, integration_id, changes
+    )
     if integration is None:
-        raise RelayError(
-            ErrorCode.INTEGRATION_NOT_FOUND, f"no integration with id {integration_id}"
-        )
-    return {"success": True, "data": _public(integration)}
+        raise _not_found(integration_id)
+    return ok(_public(integration))
 
 
 @protected.delete(
@@ -669,16 +387,12 @@ async def delete_integration(
     client: TemporalDep,
 ) -> dict[str, Any]:
     integration = await _load(engine, integration_id)
-    if integration.status not in TERMINAL:
-        await _update(
-            client,
-            settings,
-            integration,
-            IntegrationWorkflow.disconnect,
-            DisconnectRequest(reason="api"),
+    if integration.status not in TERMINAL_STATUSES:
+        await workflow_client.disconnect(
+            client, settings, integration, DisconnectRequest(reason="api")
         )
         integration = await _load(engine, integration_id)
-    return {"success": True, "data": _public(integration)}
+    return ok(_public(integration))
 
 
 @protected.get(
@@ -694,35 +408,15 @@ async def list_sync_logs(
     cursor: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     await _load(engine, integration_id)
-    after = decode_cursor(cursor)
-
-    def query(session: Session) -> list[IntegrationSyncLog]:
-        statement = select(IntegrationSyncLog).where(
-            col(IntegrationSyncLog.integration_id) == integration_id
-        )
-        if after is not None:
-            moment, row_id = after
-            statement = statement.where(
-                or_(
-                    col(IntegrationSyncLog.started_at) < moment,
-                    and_(
-                        col(IntegrationSyncLog.started_at) == moment,
-                        col(IntegrationSyncLog.id) < row_id,
-                    ),
-                )
-            )
-        statement = statement.order_by(
-            col(IntegrationSyncLog.started_at).desc(), col(IntegrationSyncLog.id).desc()
-        ).limit(limit + 1)
-        return list(session.exec(statement).all())
-
-    rows = await _db(engine, query)
-    page, more = rows[:limit], len(rows) > limit
-    return {
-        "success": True,
-        "data": [SyncLogPublic.model_validate(row) for row in page],
-        "nextCursor": encode_cursor(page[-1].started_at, page[-1].id) if more else None,
-    }
+    rows, next_cursor = await newest_first_page(
+        engine,
+        repository.SYNC_LOGS,
+        repository.sync_logs_query(integration_id),
+        cursor,
+        limit,
+        order_column="started_at",
+    )
+    return page([SyncLogPublic.model_validate(row) for row in rows], next_cursor)
 
 
 def _require_connected(integration: Integration) -> None:
@@ -758,22 +452,17 @@ async def refresh_integration(
     _require_connected(integration)
     outcome: RefreshOutcome = await _flights(request).run(
         ("refresh", integration_id),
-        lambda: _update(
-            client,
-            settings,
-            integration,
-            IntegrationWorkflow.refresh,
-            RefreshRequest(force=True, reason="api"),
+        lambda: workflow_client.refresh(
+            client, settings, integration, RefreshRequest(force=True, reason="api")
         ),
     )
-    return {
-        "success": True,
-        "data": RefreshResult(
+    return ok(
+        RefreshResult(
             integration_id=integration.id,
             expires_at=outcome.expires_at,
             refreshed=outcome.refreshed,
-        ),
-    }
+        )
+    )
 
 
 @protected.get(
@@ -811,12 +500,8 @@ async def get_credentials(
     ):
         outcome: RefreshOutcome = await _flights(request).run(
             ("credentials", integration_id),
-            lambda: _update(
-                client,
-                settings,
-                integration,
-                IntegrationWorkflow.refresh,
-                RefreshRequest(force=False, reason="credentials"),
+            lambda: workflow_client.refresh(
+                client, settings, integration, RefreshRequest(force=False, reason="credentials")
             ),
         )
         refreshed = outcome.refreshed
@@ -827,27 +512,22 @@ async def get_credentials(
     if integration.expires_at is not None and integration.expires_at <= utcnow():
         raise RelayError(ErrorCode.TOKEN_EXPIRED, "the access token has expired")
 
-    def log(session: Session) -> None:
-        session.add(
-            IntegrationCredentialAccess(
-                integration_id=integration_id,
-                api_key_id=api_key.id,
-                refreshed=refreshed,
-                client_address=(request.client.host if request.client else None),
-            )
-        )
-        session.commit()
-
-    await _db(engine, log)
-    return {
-        "success": True,
-        "data": Credentials(
+    await asyncio.to_thread(
+        repository.record_credential_access,
+        engine,
+        integration_id,
+        api_key_id=api_key.id,
+        refreshed=refreshed,
+        client_address=(request.client.host if request.client else None),
+    )
+    return ok(
+        Credentials(
             access_token=tokens.access_token,
             token_type=integration.token_type,
             expires_at=integration.expires_at,
             scope=list(integration.scope or []),
-        ),
-    }
+        )
+    )
 
 
 @protected.delete(
@@ -861,53 +541,36 @@ async def get_credentials(
     responses=error_responses(401, 422, 503),
 )
 async def delete_user_integrations(
-    user_id: Annotated[str, Path(pattern=_ID)],
+    user_id: Annotated[str, Path(pattern=ID_PATTERN)],
     settings: SettingsDep,
     engine: EngineDep,
     client: TemporalDep,
 ) -> dict[str, Any]:
-    integrations = await _db(
-        engine,
-        lambda s: list(
-            s.exec(select(Integration).where(col(Integration.user_id) == user_id)).all()
-        ),
-    )
-    live = [i for i in integrations if i.status not in TERMINAL]
+    integrations = await asyncio.to_thread(repository.user_integrations, engine, user_id)
+    live = [i for i in integrations if i.status not in TERMINAL_STATUSES]
     gate = asyncio.Semaphore(USER_DELETE_CONCURRENCY)
 
     async def disconnect(integration: Integration) -> None:
         async with gate:
-            await _update(
+            await workflow_client.disconnect(
                 client,
                 settings,
                 integration,
-                IntegrationWorkflow.disconnect,
                 DisconnectRequest(reason="user.deleted", scrub_personal_data=True),
             )
 
     await asyncio.gather(*(disconnect(integration) for integration in live))
 
-    def scrub(session: Session) -> None:
-        for integration in integrations:
-            if integration.status in TERMINAL:
-                row = session.get(Integration, integration.id)
-                if row is not None:
-                    row.name, row.meta, row.provider_data = None, {}, {}
-                    row.updated_at = utcnow()
-                    session.add(row)
-        session.commit()
-
-    await _db(engine, scrub)
-    return {
-        "success": True,
-        "data": UserIntegrationsDeleted(
+    # The ones that ended before (the workflow scrubbed the rest as it disconnected them).
+    await asyncio.to_thread(
+        repository.scrub_personal_data,
+        engine,
+        [i.id for i in integrations if i.status in TERMINAL_STATUSES],
+    )
+    return ok(
+        UserIntegrationsDeleted(
             user_id=user_id,
             disconnected=len(live),
             integration_ids=[integration.id for integration in integrations],
-        ),
-    }
-
-
-router = APIRouter()
-router.include_router(public)
-router.include_router(protected)
+        )
+    )

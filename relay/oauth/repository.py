@@ -1,0 +1,490 @@
+"""The OAuth capability's database reads and writes, for its routes and its activities.
+
+Synchronous: call them with `asyncio.to_thread` from async code. A missing row is
+`None` here; the caller turns it into its own failure (a `RelayError` in a route, a
+non-retryable `ApplicationError` in an activity). Tokens are read and written only
+through `TokenStore`, in the same transaction as the integration row they belong to.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, Table
+from sqlalchemy import select as core_select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from relay.crypto import Keyring
+from relay.db import as_utc, utcnow
+from relay.errors import ErrorCode, RelayError
+from relay.models.oauth import (
+    Integration,
+    IntegrationCredential,
+    IntegrationCredentialAccess,
+    IntegrationStatus,
+    IntegrationSyncLog,
+    OAuthState,
+    SyncAction,
+    SyncStatus,
+)
+from relay.oauth.catalog import Catalog, ProviderEntry
+from relay.oauth.contracts import (
+    TERMINAL_STATUSES,
+    DisconnectInput,
+    ExpiryOutcome,
+    IntegrationSnapshot,
+    StatusChange,
+    TokenInfo,
+)
+from relay.oauth.protocol import TokenResponse
+from relay.oauth.tokens import TokenStore
+from relay.webhooks.publish import PublishResult, publish_event
+
+ERROR_LIMIT = 1000
+EXPIRED_MESSAGE = "no callback from the provider within 10 minutes"
+
+# The tables the list routes page through (Core selects, newest first).
+INTEGRATIONS: Table = Integration.__table__  # type: ignore[attr-defined]
+SYNC_LOGS: Table = IntegrationSyncLog.__table__  # type: ignore[attr-defined]
+
+
+# --- integrations --------------------------------------------------------------------------
+
+
+def get_integration(engine: Engine, integration_id: uuid.UUID) -> Integration | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(Integration, integration_id)
+
+
+def user_integrations(engine: Engine, user_id: str) -> list[Integration]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(
+            session.exec(select(Integration).where(col(Integration.user_id) == user_id)).all()
+        )
+
+
+def _as_attributes(table: Table) -> list[Any]:
+    """The table's columns, each labelled with its model attribute (`metadata` → `meta`),
+    so a row validates into the same public model an ORM instance does."""
+    return [column.label("meta") if column.name == "metadata" else column for column in table.c]
+
+
+def integrations_query(
+    *,
+    user_id: str | None = None,
+    provider: str | None = None,
+    is_active: bool | None = None,
+    status: IntegrationStatus | None = None,
+) -> Select[Any]:
+    """A Core select over `INTEGRATIONS`, filtered, for the newest-first page."""
+    table = INTEGRATIONS
+    query = core_select(*_as_attributes(table))
+    if user_id is not None:
+        query = query.where(table.c.user_id == user_id)
+    if provider is not None:
+        query = query.where(table.c.provider == provider.lower())
+    if is_active is not None:
+        query = query.where(table.c.is_active == is_active)
+    if status is not None:
+        query = query.where(table.c.status == status.value)
+    return query
+
+
+def sync_logs_query(integration_id: uuid.UUID) -> Select[Any]:
+    """A Core select over `SYNC_LOGS`: one integration's sync logs."""
+    table = SYNC_LOGS
+    return core_select(*_as_attributes(table)).where(table.c.integration_id == integration_id)
+
+
+def update_integration(
+    engine: Engine, integration_id: uuid.UUID, changes: dict[str, Any]
+) -> Integration | None:
+    """PATCH: name, metadata, is_active; a DISCONNECTED or EXPIRED one is not reactivated."""
+    with Session(engine, expire_on_commit=False) as session:
+        integration = session.get(Integration, integration_id)
+        if integration is None:
+            return None
+        if changes.get("is_active") and integration.status in TERMINAL_STATUSES:
+            raise RelayError(
+                ErrorCode.CONFLICT,
+                f"a {integration.status} integration cannot be reactivated; connect again",
+            )
+        if "name" in changes:
+            integration.name = changes["name"]
+        if "metadata" in changes:
+            integration.meta = changes["metadata"] or {}
+        if "is_active" in changes and changes["is_active"] is not None:
+            integration.is_active = changes["is_active"]
+        integration.updated_at = utcnow()
+        session.add(integration)
+        session.commit()
+        session.refresh(integration)
+        return integration
+
+
+def scrub_personal_data(engine: Engine, integration_ids: Iterable[uuid.UUID]) -> None:
+    """Clear the account name, metadata and provider data of these integrations."""
+    with Session(engine, expire_on_commit=False) as session:
+        for integration_id in integration_ids:
+            row = session.get(Integration, integration_id)
+            if row is not None:
+                row.name, row.meta, row.provider_data = None, {}, {}
+                row.updated_at = utcnow()
+                session.add(row)
+        session.commit()
+
+
+def record_credential_access(
+    engine: Engine,
+    integration_id: uuid.UUID,
+    *,
+    api_key_id: uuid.UUID | None,
+    refreshed: bool,
+    client_address: str | None,
+) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        session.add(
+            IntegrationCredentialAccess(
+                integration_id=integration_id,
+                api_key_id=api_key_id,
+                refreshed=refreshed,
+                client_address=client_address,
+            )
+        )
+        session.commit()
+
+
+# --- sync logs and events ----------------------------------------------------------------
+
+
+def write_sync_log(
+    session: Session,
+    integration_id: uuid.UUID,
+    action: SyncAction,
+    status: SyncStatus,
+    *,
+    error: str | None = None,
+    meta: dict[str, Any] | None = None,
+    started_at: datetime | None = None,
+) -> IntegrationSyncLog:
+    now = utcnow()
+    row = IntegrationSyncLog(
+        integration_id=integration_id,
+        action=action.value,
+        resource_type="account" if action == SyncAction.ACCOUNT_LOOKUP else "oauth_token",
+        status=status,
+        items_processed=1 if status == SyncStatus.COMPLETED else 0,
+        items_failed=1 if status == SyncStatus.FAILED else 0,
+        error=error[:ERROR_LIMIT] if error else None,
+        meta=meta or {},
+        started_at=started_at or now,
+        completed_at=now,
+    )
+    session.add(row)
+    return row
+
+
+def log_sync(
+    engine: Engine,
+    integration_id: uuid.UUID,
+    action: SyncAction,
+    status: SyncStatus,
+    **kwargs: Any,
+) -> None:
+    with Session(engine) as session:
+        write_sync_log(session, integration_id, action, status, **kwargs)
+        session.commit()
+
+
+def event_data(integration: Integration) -> dict[str, Any]:
+    """What integration.* events carry: ids and status, never a token."""
+    return {
+        "integrationId": str(integration.id),
+        "userId": integration.user_id,
+        "organizationId": integration.organization_id,
+        "provider": integration.provider,
+        "name": integration.name,
+        "status": integration.status.value
+        if isinstance(integration.status, IntegrationStatus)
+        else str(integration.status),
+        "scope": list(integration.scope or []),
+        "lastError": integration.last_error,
+    }
+
+
+def publish(
+    engine: Engine, event_type: str, integration: Integration, *, key: str
+) -> PublishResult:
+    return publish_event(engine, event_type, event_data(integration), idempotency_key=key)
+
+
+# --- the workflow's writes (through its activities) ----------------------------------------
+
+
+def snapshot(
+    engine: Engine, catalog: Catalog, integration_id: uuid.UUID
+) -> IntegrationSnapshot | None:
+    """The integration as the database knows it, to resume a workflow from."""
+    with Session(engine) as session:
+        integration = session.get(Integration, integration_id)
+    if integration is None:
+        return None
+    entry = catalog.get(integration.provider)
+    with Session(engine) as session:
+        credential = session.get(IntegrationCredential, integration_id)
+        states = session.exec(
+            select(OAuthState)
+            .where(col(OAuthState.integration_id) == integration_id)
+            .order_by(col(OAuthState.created_at).desc())
+        ).all()
+    latest = states[0] if states else None
+    pending = next((s for s in states if s.used_at is not None and s.exchanged_at is None), None)
+    return IntegrationSnapshot(
+        integration_id=str(integration.id),
+        user_id=integration.user_id,
+        provider=integration.provider,
+        status=IntegrationStatus(integration.status).value,
+        expires_at=integration.expires_at,
+        has_refresh_token=bool(credential and credential.refresh_token),
+        buffer_seconds=entry.token_expiration_buffer if entry else 300,
+        connected_at=integration.connected_at,
+        last_refreshed_at=integration.last_sync_at,
+        last_error=integration.last_error,
+        callback_deadline=as_utc(latest.expires_at) if latest else None,
+        pending_state_id=str(pending.id) if pending else None,
+    )
+
+
+def integration_state(
+    engine: Engine, state_id: uuid.UUID, integration_id: uuid.UUID
+) -> OAuthState | None:
+    """The authorization state, if it belongs to this integration."""
+    with Session(engine) as session:
+        state = session.get(OAuthState, state_id)
+    if state is None or state.integration_id != integration_id:
+        return None
+    return state
+
+
+def stored_info(engine: Engine, integration_id: uuid.UUID, entry: ProviderEntry) -> TokenInfo:
+    """What an earlier, completed exchange stored (a retried exchange returns it)."""
+    with Session(engine) as session:
+        integration = session.get(Integration, integration_id)
+        credential = session.get(IntegrationCredential, integration_id)
+    assert integration is not None
+    return TokenInfo(
+        expires_at=integration.expires_at,
+        has_refresh_token=bool(credential and credential.refresh_token),
+        scope=list(integration.scope or []),
+        buffer_seconds=entry.token_expiration_buffer,
+    )
+
+
+def store_exchange(
+    engine: Engine,
+    keyring: Keyring,
+    integration_id: uuid.UUID,
+    state_id: uuid.UUID,
+    parsed: TokenResponse,
+    info: TokenInfo,
+    started: datetime,
+) -> None:
+    """The exchange's tokens (sealed), the integration's facts, the spent state and the
+    sync log, in one transaction."""
+    now = utcnow()
+    with Session(engine) as session:
+        integration = session.get(Integration, integration_id)
+        state = session.get(OAuthState, state_id)
+        assert integration is not None and state is not None
+        TokenStore(engine, keyring).put(
+            session, integration_id, parsed.access_token, parsed.refresh_token
+        )
+        integration.token_type = parsed.token_type
+        integration.expires_at = info.expires_at
+        integration.scope = info.scope
+        integration.provider_data = parsed.extras
+        if parsed.account_name:
+            integration.name = parsed.account_name
+        elif integration.name is None and integration.connection_config:
+            integration.name = next(iter(integration.connection_config.values()))
+        integration.last_sync_at = now
+        integration.updated_at = now
+        session.add(integration)
+        # The code is spent and the verifier served its purpose: keep neither.
+        state.exchanged_at = now
+        state.code = None
+        state.code_verifier = None
+        session.add(state)
+        write_sync_log(
+            session,
+            integration_id,
+            SyncAction.TOKEN_EXCHANGE,
+            SyncStatus.COMPLETED,
+            meta={
+                "expiresAt": info.expires_at.isoformat() if info.expires_at else None,
+                "refreshToken": info.has_refresh_token,
+                "scope": info.scope,
+            },
+            started_at=started,
+        )
+        session.commit()
+
+
+def store_name(
+    engine: Engine,
+    integration_id: uuid.UUID,
+    name: str | None,
+    status_code: int,
+    started: datetime,
+) -> None:
+    """The account name the userinfo endpoint answered (`status_code`), and its sync log."""
+    with Session(engine) as session:
+        if name is not None:
+            integration = session.get(Integration, integration_id)
+            assert integration is not None
+            integration.name = name
+            integration.updated_at = utcnow()
+            session.add(integration)
+        write_sync_log(
+            session,
+            integration_id,
+            SyncAction.ACCOUNT_LOOKUP,
+            SyncStatus.COMPLETED if name is not None else SyncStatus.FAILED,
+            error=None
+            if name is not None
+            else f"userinfo answered HTTP {status_code} without the account name",
+            started_at=started,
+        )
+        session.commit()
+
+
+def store_refresh(
+    engine: Engine,
+    keyring: Keyring,
+    integration_id: uuid.UUID,
+    version: int,
+    parsed: TokenResponse,
+    keep: str | None,
+    info: TokenInfo,
+    started: datetime,
+    reason: str,
+) -> None:
+    """Swap the tokens if still at `version` (`StaleCredentials` otherwise), update the
+    integration and write the sync log, in one transaction."""
+    now = utcnow()
+    with Session(engine) as session:
+        TokenStore(engine, keyring).replace(
+            session,
+            integration_id,
+            expected_version=version,
+            access_token=parsed.access_token,
+            refresh_token=keep,
+        )
+        integration = session.get(Integration, integration_id)
+        assert integration is not None
+        integration.token_type = parsed.token_type
+        integration.expires_at = info.expires_at
+        if parsed.scope:
+            integration.scope = parsed.scope
+        integration.last_sync_at = now
+        integration.last_error = None
+        integration.updated_at = now
+        session.add(integration)
+        write_sync_log(
+            session,
+            integration_id,
+            SyncAction.TOKEN_REFRESH,
+            SyncStatus.COMPLETED,
+            meta={
+                "reason": reason,
+                "expiresAt": info.expires_at.isoformat() if info.expires_at else None,
+                "refreshTokenRotated": info.refresh_token_rotated,
+            },
+            started_at=started,
+        )
+        session.commit()
+
+
+def set_status(engine: Engine, change: StatusChange) -> Integration | None:
+    """Set status and lastError (and the connected/active facts that follow from them)."""
+    now = utcnow()
+    status = IntegrationStatus(change.status)
+    with Session(engine) as session:
+        integration = session.get(Integration, uuid.UUID(change.integration_id))
+        if integration is None:
+            return None
+        integration.status = status
+        integration.last_error = change.last_error[:ERROR_LIMIT] if change.last_error else None
+        if status == IntegrationStatus.CONNECTED and integration.connected_at is None:
+            integration.connected_at = now
+            integration.is_active = True
+        if status in TERMINAL_STATUSES:
+            integration.is_active = False
+        integration.updated_at = now
+        session.add(integration)
+        session.commit()
+        session.refresh(integration)
+        return integration
+
+
+def expire(engine: Engine, integration_id: uuid.UUID) -> ExpiryOutcome:
+    """EXPIRED and every state spent, unless a callback reached the database but not the
+    workflow: that state is returned to be claimed instead, and nothing changes."""
+    now = utcnow()
+    with Session(engine) as session:
+        states = session.exec(
+            select(OAuthState).where(col(OAuthState.integration_id) == integration_id)
+        ).all()
+        for state in states:
+            if state.used_at is not None and state.exchanged_at is None:
+                return ExpiryOutcome(claimed_state_id=str(state.id))
+        for state in states:
+            state.used_at = state.used_at or now
+            state.code_verifier = None
+            state.code = None
+            session.add(state)
+        integration = session.get(Integration, integration_id)
+        if integration is not None and integration.status == IntegrationStatus.PENDING:
+            integration.status = IntegrationStatus.EXPIRED
+            integration.is_active = False
+            integration.last_error = EXPIRED_MESSAGE
+            integration.updated_at = now
+            session.add(integration)
+        session.commit()
+    return ExpiryOutcome()
+
+
+def wipe(engine: Engine, keyring: Keyring, params: DisconnectInput) -> Integration | None:
+    """Delete the tokens and pending authorization secrets and mark DISCONNECTED (and, for
+    a deleted user, clear the personal data)."""
+    integration_id = uuid.UUID(params.integration_id)
+    now = utcnow()
+    with Session(engine) as session:
+        integration = session.get(Integration, integration_id)
+        if integration is None:
+            return None
+        TokenStore(engine, keyring).wipe(session, integration_id)
+        for state in session.exec(
+            select(OAuthState).where(col(OAuthState.integration_id) == integration_id)
+        ).all():
+            state.used_at = state.used_at or now
+            state.code = None
+            state.code_verifier = None
+            session.add(state)
+        integration.status = IntegrationStatus.DISCONNECTED
+        integration.is_active = False
+        integration.expires_at = None
+        integration.disconnected_at = now
+        integration.updated_at = now
+        if params.scrub_personal_data:
+            integration.name = None
+            integration.meta = {}
+            integration.provider_data = {}
+        session.add(integration)
+        session.commit()
+        session.refresh(integration)
+        return integration
