@@ -1,7 +1,8 @@
 """The worker: builds provider clients once, registers every workflow and activity, runs.
 
-Several workers may poll one task queue; each shuts down gracefully on SIGTERM
-(in-flight activities get `GRACEFUL_SHUTDOWN` to finish) and, when
+Several workers may poll one task queue; each keeps Relay's long-lived workflows running
+(starting any that ends again within `LONG_LIVED_CHECK_INTERVAL`), shuts down gracefully
+on SIGTERM (in-flight activities get `GRACEFUL_SHUTDOWN` to finish) and, when
 WORKER_METRICS_PORT is set, serves the Temporal runtime's metrics in Prometheus format.
 """
 
@@ -13,11 +14,14 @@ import importlib.util
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import timedelta
+from types import ModuleType
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from relay.capabilities import CAPABILITIES
@@ -34,6 +38,8 @@ log = logging.getLogger("relay.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 CONNECT_ATTEMPTS = 60
+# How often the worker checks that the long-lived workflows still run.
+LONG_LIVED_CHECK_INTERVAL = timedelta(seconds=5)
 
 
 def build_activities(context: WorkerContext) -> list[Callable[..., Any]]:
@@ -45,16 +51,66 @@ def build_activities(context: WorkerContext) -> list[Callable[..., Any]]:
     return activities
 
 
-async def start_long_lived_workflows(context: WorkerContext) -> None:
-    """Workflows that must always run (idempotent: an existing run is left alone)."""
+def _long_lived_clients() -> list[ModuleType]:
+    """Each capability's client module that has workflows to keep running."""
+    modules = []
     for name in CAPABILITIES:
         if importlib.util.find_spec(f"workflows.clients.{name}") is None:
             continue
-        start = getattr(
-            importlib.import_module(f"workflows.clients.{name}"), "start_long_lived", None
-        )
-        if start is not None:
-            await start(context.client, context.settings)
+        module = importlib.import_module(f"workflows.clients.{name}")
+        if hasattr(module, "start_long_lived"):
+            modules.append(module)
+    return modules
+
+
+async def start_long_lived_workflows(context: WorkerContext) -> None:
+    """Workflows that must always run (idempotent: an existing run is left alone)."""
+    for module in _long_lived_clients():
+        await module.start_long_lived(context.client, context.settings)
+
+
+async def _is_running(client: Client, workflow_id: str) -> bool:
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def restart_ended_long_lived(context: WorkerContext) -> list[str]:
+    """Start again each long-lived workflow that ended (an operator cancelled or terminated
+    it in the Temporal UI, say); returns the ids it had to start."""
+    restarted: list[str] = []
+    for module in _long_lived_clients():
+        declared = getattr(module, "long_lived_workflow_ids", None)
+        if declared is None:  # nothing to check: re-running the idempotent start is enough
+            await module.start_long_lived(context.client, context.settings)
+            continue
+        ended = [
+            workflow_id
+            for workflow_id in sorted(declared(context.settings))
+            if not await _is_running(context.client, workflow_id)
+        ]
+        if ended:
+            await module.start_long_lived(context.client, context.settings)
+            for workflow_id in ended:
+                log.warning("long-lived workflow %s had ended: started it again", workflow_id)
+            restarted += ended
+    return restarted
+
+
+async def supervise_long_lived(
+    context: WorkerContext, interval: timedelta = LONG_LIVED_CHECK_INTERVAL
+) -> None:
+    """Every `interval`, start again whatever long-lived workflow ended; runs until cancelled."""
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        try:
+            await restart_ended_long_lived(context)
+        except Exception as exc:  # Temporal unreachable, say: the next round tries again
+            log.warning("could not check the long-lived workflows: %s", exc)
 
 
 def build_worker(
@@ -119,8 +175,12 @@ async def run_worker(settings: Settings) -> None:
     log.info("worker polling task queue %r", settings.temporal_task_queue)
     run = asyncio.create_task(worker.run())
     await start_long_lived_workflows(context)
+    supervisor = asyncio.create_task(supervise_long_lived(context))
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    supervisor.cancel()
+    with suppress(asyncio.CancelledError):
+        await supervisor
     if not run.done():
         log.info("shutting down: letting in-flight activities finish")
         await worker.shutdown()

@@ -12,6 +12,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy.engine import Engine
 
 from api.errors import install_error_handlers
+from api.limits import BodyLimit
 from api.routes import codec, health, runs
 from api.temporal_gateway import TemporalGateway
 from relay import __version__
@@ -82,6 +83,7 @@ def create_app(
     app.state.keyring = keyring
     app.state.state_queries = state_queries([*all_workflows(), *extra_workflows])
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, settings=settings)  # inside CORS: a 413 carries its headers
     # The Temporal UI calls /codec from its own origin, with the operator's cookie.
     app.add_middleware(
         CORSMiddleware,

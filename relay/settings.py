@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
@@ -75,7 +76,9 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "relay"
     temporal_api_key: SecretStr | None = None
-    temporal_tls: bool = False
+    # Unset (None) lets the Temporal SDK decide: TLS whenever an API key is set. An
+    # explicit false would send TEMPORAL_API_KEY in the clear, so production refuses it.
+    temporal_tls: bool | None = None
 
     api_host: str = "127.0.0.1"
     # Origins of Temporal UIs that call /codec (the dev server's UI is always allowed).
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
     public_base_url: str | None = None
+    # Request-body caps (api/limits.py), checked before anything is read or authenticated:
+    # every route, and /codec, where one Temporal UI call carries one history field's
+    # payloads (the server's default blob limit, 2 MiB, is about 2.7 MiB base64-encoded).
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1)
+    codec_max_body_bytes: int = Field(default=3_145_728, ge=1)
 
     encryption_keys: SecretStr | None = None
     worker_metrics_port: int | None = None
@@ -178,6 +186,14 @@ class Settings(BaseSettings):
     def _redirects(cls, value: object) -> object:
         return _split(value)
 
+    @field_validator("temporal_tls", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # `TEMPORAL_TLS=` (as left by uncommenting .env.example) means unset, not false.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     # Derived values: the defaults in the configuration table that depend on others.
 
     @property
@@ -233,6 +249,18 @@ class Settings(BaseSettings):
             if "id" in parts and "secret" in parts
         }
 
+    def unsafe_problems(self) -> list[str]:
+        """What is unsafe in every environment."""
+        problems = []
+        if wildcards := [_shown(origin) for origin in self.temporal_ui_origins if "*" in origin]:
+            # CORS with credentials and "*" would let any web page read /codec's answers
+            # with the operator's cookie (Starlette echoes the caller's origin back).
+            problems.append(
+                f"TEMPORAL_UI_ORIGINS contains {', '.join(wildcards)} (name each UI origin;"
+                " wildcards would let any site call /codec with the operator's cookie)"
+            )
+        return problems
+
     def production_problems(self) -> list[str]:
         """What keeps this configuration from being safe to run in production."""
         problems = []
@@ -242,14 +270,59 @@ class Settings(BaseSettings):
             problems.append("DATABASE_URL points at SQLite (use PostgreSQL)")
         if not self.public_base_url:
             problems.append("PUBLIC_BASE_URL is unset")
+        elif not _is_https(self.public_base_url):
+            problems.append(f"PUBLIC_BASE_URL is not an https URL ({_shown(self.public_base_url)})")
+        if insecure := [_shown(u) for u in self.oauth_allowed_redirects if not _is_https(u)]:
+            problems.append(
+                f"OAUTH_ALLOWED_REDIRECTS allows non-https redirects ({', '.join(insecure)};"
+                " list https prefixes, or set it empty)"
+            )
+        if self.temporal_api_key and self.temporal_tls is False:
+            problems.append(
+                "TEMPORAL_TLS=false would send TEMPORAL_API_KEY in the clear"
+                " (unset TEMPORAL_TLS, or set it true)"
+            )
+        origins = [origin for origin in self.temporal_ui_origins if "*" not in origin]
+        if insecure := [_shown(origin) for origin in origins if not _is_https(origin)]:
+            problems.append(f"TEMPORAL_UI_ORIGINS has non-https origins ({', '.join(insecure)})")
         return problems
 
     def check(self) -> None:
-        """Refuse to start in production on development defaults, naming each one."""
-        if self.is_production and (problems := self.production_problems()):
-            raise ConfigError(
-                "RELAY_ENV=production refuses development defaults: " + "; ".join(problems)
-            )
+        """Refuse unsafe settings, and development defaults in production, naming each one.
+
+        Every problem goes into one error, so an operator fixes them in one pass.
+        """
+        problems = self.unsafe_problems()
+        if self.is_production:
+            problems = self.production_problems() + problems
+            if problems:
+                raise ConfigError(
+                    "RELAY_ENV=production refuses development defaults and unsafe settings: "
+                    + "; ".join(problems)
+                )
+        if problems:
+            raise ConfigError("refusing unsafe settings: " + "; ".join(problems))
+
+
+def _is_https(url: str) -> bool:
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return parts.scheme.lower() == "https" and bool(parts.hostname)
+
+
+def _shown(url: str) -> str:
+    """A URL as an error message may show it: no credentials, query or fragment."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "an unparsable URL"
+    if not parts.scheme:
+        return repr(url.strip()[:60].split("@")[-1])
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def load_settings(**overrides: object) -> Settings:

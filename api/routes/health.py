@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from api.envelope import ok
 from api.errors import error_response
 from relay.errors import ErrorCode, RelayError
 
@@ -20,7 +21,7 @@ READY_TIMEOUT = timedelta(seconds=3)
 
 @router.get("/health", summary="The process is up", response_model=dict[str, Any])
 async def health() -> dict[str, Any]:
-    return {"success": True, "data": {"status": "ok"}}
+    return ok({"status": "ok"})
 
 
 def _ping_database(request: Request) -> None:
@@ -65,4 +66,4 @@ async def ready(request: Request) -> JSONResponse:
         )
     if not temporal:
         return error_response(ErrorCode.TEMPORAL_UNAVAILABLE, "Temporal is not reachable", checks)
-    return JSONResponse({"success": True, "data": {"status": "ready", "checks": checks}})
+    return JSONResponse(ok({"status": "ready", "checks": checks}))

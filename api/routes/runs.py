@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
+import importlib.util
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -20,10 +22,12 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import TemporalDep, require_api_key
+from api.deps import SettingsDep, TemporalDep, require_api_key
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, ApiModel, Envelope, Page, error_responses
 from relay import search_attributes
+from relay.capabilities import CAPABILITIES
 from relay.errors import ErrorCode, RelayError
+from relay.settings import Settings
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], dependencies=[Depends(require_api_key)])
 
@@ -109,6 +113,32 @@ def _camel_keys(value: Any) -> Any:
     if isinstance(value, list):
         return [_camel_keys(item) for item in value]
     return value
+
+
+def long_lived_workflows(settings: Settings) -> dict[str, str]:
+    """Relay's own long-lived workflows (workflow id -> capability): what each capability's
+    client module (`workflows/clients/<name>.py`) declares in `long_lived_workflow_ids`."""
+    found: dict[str, str] = {}
+    for name in CAPABILITIES:
+        module = f"workflows.clients.{name}"
+        if importlib.util.find_spec(module) is None:
+            continue
+        declared = getattr(importlib.import_module(module), "long_lived_workflow_ids", None)
+        if declared is not None:
+            found.update(dict.fromkeys(declared(settings), name))
+    return found
+
+
+def _refuse_long_lived(workflow_id: str, settings: Settings, action: str) -> None:
+    """409 for a run Relay keeps running: stopping it would stop the capability for everyone."""
+    capability = long_lived_workflows(settings).get(workflow_id)
+    if capability is not None:
+        raise RelayError(
+            ErrorCode.CONFLICT,
+            f"run {workflow_id!r} is one of Relay's long-lived workflows ({capability}) and "
+            f"must always run, so it cannot be {action} through the API",
+            {"workflowId": workflow_id, "capability": capability, "longLived": True},
+        )
 
 
 def _clause(field: str, value: str | None) -> str | None:
@@ -203,11 +233,16 @@ async def get_run(workflow_id: str, client: TemporalDep, request: Request) -> di
 @router.post(
     "/{workflow_id}/cancel",
     summary="Request cancellation of a running run",
+    description="409 `CONFLICT` if the run is not running, or is one of Relay's own "
+    "long-lived workflows (the webhook dispatchers), which must always run.",
     status_code=202,
     response_model=Envelope[Run],
     responses=error_responses(401, 404, 409, 503),
 )
-async def cancel_run(workflow_id: str, client: TemporalDep) -> dict[str, Any]:
+async def cancel_run(
+    workflow_id: str, client: TemporalDep, settings: SettingsDep
+) -> dict[str, Any]:
+    _refuse_long_lived(workflow_id, settings, "cancelled")
     handle = client.get_workflow_handle(workflow_id)
     description = await _describe(handle)
     if description.status != WorkflowExecutionStatus.RUNNING:

@@ -183,3 +183,120 @@ def test_dockerfile_installs_relay_and_runs_unprivileged() -> None:
     assert re.search(r'^CMD \["relay", "api"\]', text, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".env", ".git", ".data"} <= set(ignored)
+
+
+# --- published ports (docs/security.md, "Transport") -----------------------------------------
+
+_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation: ${V}, ${V:-default}, ${V-default}, ${V:?err}, ${V?err}."""
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3)
+        present = name in env
+        empty = not env.get(name)
+        if operator in (":-", "-"):
+            unset = empty if operator == ":-" else not present
+            return argument if unset else env[name]
+        if operator in (":?", "?"):
+            unset = empty if operator == ":?" else not present
+            if unset:
+                raise LookupError(f"{name}: {argument}")
+        return env.get(name, "")
+
+    return _VARIABLE.sub(value, text.replace("$$", "\0")).replace("\0", "$")
+
+
+def published(entry: str | dict[str, Any], env: dict[str, str]) -> tuple[str, str]:
+    """(host address, host port) of a `ports:` entry; no address means every interface."""
+    if isinstance(entry, dict):
+        return entry.get("host_ip", "0.0.0.0"), str(entry.get("published", ""))
+    parts = interpolate(entry, env).split(":")
+    if len(parts) == 3:
+        return parts[0], parts[1]
+    return "0.0.0.0", parts[0] if len(parts) == 2 else ""
+
+
+def test_the_port_parser_sees_a_mapping_on_every_interface() -> None:
+    # The mapping this file used to have: Temporal's gRPC on every interface, no auth.
+    assert published("${TEMPORAL_HOST_PORT:-7233}:7233", {}) == ("0.0.0.0", "7233")
+    assert published({"target": 8080, "published": "8080"}, {}) == ("0.0.0.0", "8080")
+    assert published("127.0.0.1:${TEMPORAL_HOST_PORT:-7233}:7233", {}) == ("127.0.0.1", "7233")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"TEMPORAL_HOST_PORT": "17233", "TEMPORAL_UI_HOST_PORT": "18080"}],
+    ids=["defaults", "other host ports"],
+)
+def test_temporal_and_its_ui_are_published_on_loopback_only(
+    services: dict[str, Any], env: dict[str, str]
+) -> None:
+    """Neither has authentication: reachable from this host only, whatever the ports."""
+    for name in ("temporal", "temporal-ui"):
+        ports = services[name]["ports"]
+        assert ports, f"{name} publishes no port"
+        for entry in ports:
+            address, port = published(entry, env)
+            assert address == "127.0.0.1", f"{name} publishes {entry!r} beyond loopback"
+            assert port
+    assert published(services["temporal"]["ports"][0], env)[1] == env.get(
+        "TEMPORAL_HOST_PORT", "7233"
+    )
+
+
+def test_only_the_api_is_published_beyond_loopback(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        if name == "api":
+            continue  # it authenticates every /v1 request, and providers must reach it
+        for entry in service.get("ports", []):
+            assert published(entry, {})[0] == "127.0.0.1", f"{name}: {entry!r}"
+
+
+def _relay_environment(services: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    return {
+        name.lower(): interpolate(str(value), env)
+        for name, value in services["api"]["environment"].items()
+    }
+
+
+def test_the_documented_env_passes_the_production_checks(
+    services: dict[str, Any], keyring_spec: str
+) -> None:
+    """What README's Production section says to set is enough for RELAY_ENV=production."""
+    documented = {
+        "POSTGRES_PASSWORD": "change-me",
+        "ENCRYPTION_KEYS": keyring_spec,
+        "PUBLIC_BASE_URL": "https://relay.example.com",
+        "TEMPORAL_UI_PUBLIC_URL": "https://temporal.example.com",
+        "OAUTH_ALLOWED_REDIRECTS": "https://app.example.com/done",
+    }
+    settings = Settings(_env_file=None, **_relay_environment(services, documented))  # type: ignore[arg-type]
+    assert settings.is_production
+    settings.check()
+    # No redirects at all is a valid choice too.
+    empty = Settings(  # type: ignore[arg-type]
+        _env_file=None,
+        **_relay_environment(services, {**documented, "OAUTH_ALLOWED_REDIRECTS": ""}),
+    )
+    assert empty.oauth_allowed_redirects == []
+    empty.check()
+
+
+@pytest.mark.parametrize("missing", ["TEMPORAL_UI_PUBLIC_URL", "OAUTH_ALLOWED_REDIRECTS"])
+def test_compose_stops_on_settings_production_would_refuse(
+    services: dict[str, Any], missing: str
+) -> None:
+    """Unset, these would fall back to http defaults that RELAY_ENV=production refuses."""
+    env = {
+        "POSTGRES_PASSWORD": "change-me",
+        "ENCRYPTION_KEYS": "k1:x",
+        "PUBLIC_BASE_URL": "https://relay.example.com",
+        "TEMPORAL_UI_PUBLIC_URL": "https://temporal.example.com",
+        "OAUTH_ALLOWED_REDIRECTS": "",
+    }
+    del env[missing]
+    with pytest.raises(LookupError, match=missing):
+        _relay_environment(services, env)

@@ -28,11 +28,18 @@ def dispatcher_input(settings: Settings, shard: int) -> WebhookDispatchInput:
     )
 
 
+def dispatcher_ids(settings: Settings) -> list[str]:
+    """The workflow id of every dispatcher shard of this task queue, by shard."""
+    shards = settings.webhook_dispatch_shards
+    return [
+        dispatcher_workflow_id(settings.temporal_task_queue, shard, shards)
+        for shard in range(shards)
+    ]
+
+
 async def start_dispatchers(client: Client, settings: Settings) -> None:
     """Start every dispatcher shard unless it runs already (USE_EXISTING)."""
-    shards = settings.webhook_dispatch_shards
-    for shard in range(shards):
-        workflow_id = dispatcher_workflow_id(settings.temporal_task_queue, shard, shards)
+    for shard, workflow_id in enumerate(dispatcher_ids(settings)):
         await client.start_workflow(
             WebhookDispatchWorkflow.run,
             dispatcher_input(settings, shard),
@@ -53,5 +60,11 @@ def dispatcher_handle(client: Client, settings: Settings) -> WorkflowHandle:
 
 
 async def start_long_lived(client: Client, settings: Settings) -> None:
-    """The worker's hook: the dispatchers must always run."""
+    """The worker's hook: the dispatchers must always run (idempotent)."""
     await start_dispatchers(client, settings)
+
+
+def long_lived_workflow_ids(settings: Settings) -> set[str]:
+    """The workflows `start_long_lived` keeps running: the API refuses to cancel them, and
+    the worker starts any that ends (an operator's cancel or terminate) again."""
+    return set(dispatcher_ids(settings))

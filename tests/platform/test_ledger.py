@@ -22,7 +22,7 @@ from relay.ledger import Ledger
 from relay.models.platform import ProviderCall, ProviderCallStatus
 from relay.provider_errors import raise_for_status
 from tests.conftest import eventually, free_port, task_queue
-from tests.core.conftest import FakeProvider, Reply
+from tests.platform.conftest import FakeProvider, Reply
 from tests.support.ledger import ChargeActivities, ChargeInput, ChargeWorkflow
 
 

@@ -19,7 +19,7 @@ from relay.provider_errors import (
     translate,
 )
 from tests.conftest import free_port
-from tests.core.conftest import FakeProvider, Reply
+from tests.platform.conftest import FakeProvider, Reply
 
 PERMANENT = [400, 401, 403, 404, 409, 410, 422]
 TRANSIENT = [408, 425, 429, 500, 502, 503, 504]

@@ -54,6 +54,8 @@ def test_defaults_follow_the_configuration_table(env: pytest.MonkeyPatch, tmp_pa
     assert settings.sqlalchemy_url == f"sqlite:///{tmp_path / '.data' / 'relay.db'}"
     assert settings.temporal_target == "localhost:7233"
     assert settings.manages_dev_server is True
+    # Unset, so the Temporal SDK's rule applies: TLS whenever TEMPORAL_API_KEY is set.
+    assert settings.temporal_tls is None
     assert settings.base_url == "http://localhost:8000"
     assert settings.requires_https_webhooks is False
     assert settings.webhook_retry_schedule == [
@@ -193,6 +195,8 @@ def test_production_names_the_one_default_left(
         "ENCRYPTION_KEYS": keyring_spec,
         "DATABASE_URL": "postgresql+psycopg://relay@db:5432/relay",
         "PUBLIC_BASE_URL": "https://relay.example.com",
+        # Production refuses the http default, so a real deployment sets it.
+        "OAUTH_ALLOWED_REDIRECTS": "https://app.example.com/done",
     }
     del values[missing]
     for name, value in values.items():
@@ -211,6 +215,7 @@ def test_production_with_real_settings_starts(env: pytest.MonkeyPatch, keyring_s
     env.setenv("ENCRYPTION_KEYS", keyring_spec)
     env.setenv("DATABASE_URL", "postgresql+psycopg://relay@db:5432/relay")
     env.setenv("PUBLIC_BASE_URL", "https://relay.example.com/")
+    env.setenv("OAUTH_ALLOWED_REDIRECTS", "https://app.example.com/done")
     settings = load_settings()
     settings.check()
     assert settings.base_url == "https://relay.example.com"
@@ -247,3 +252,148 @@ def test_invalid_value_is_a_config_error_naming_the_setting(
     message = str(caught.value)
     assert message.startswith(f"invalid setting {name}:")
     assert "\n" not in message
+
+
+# --- transport and production hardening (docs/security.md) --------------------------------
+
+
+@pytest.fixture
+def production(env: pytest.MonkeyPatch, keyring_spec: str) -> pytest.MonkeyPatch:
+    """A production configuration that passes every check; tests then spoil one thing."""
+    env.setenv("RELAY_ENV", "production")
+    env.setenv("ENCRYPTION_KEYS", keyring_spec)
+    env.setenv("DATABASE_URL", "postgresql+psycopg://relay@db:5432/relay")
+    env.setenv("PUBLIC_BASE_URL", "https://relay.example.com")
+    env.setenv("OAUTH_ALLOWED_REDIRECTS", "https://app.example.com/done")
+    env.setenv("TEMPORAL_UI_ORIGINS", "https://temporal.example.com")
+    load_settings().check()
+    return env
+
+
+def refusal(**variables: str) -> str:
+    """The one-line error `check()` raises once `variables` are set."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**{name.lower(): value for name, value in variables.items()}).check()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, None), ("", None), ("true", True), ("false", False)]
+)
+def test_temporal_tls_is_unset_unless_configured(
+    env: pytest.MonkeyPatch, value: str | None, expected: bool | None
+) -> None:
+    if value is not None:
+        env.setenv("TEMPORAL_TLS", value)
+    assert load_settings().temporal_tls is expected
+
+
+def test_production_refuses_an_api_key_over_plaintext(production: pytest.MonkeyPatch) -> None:
+    production.setenv("TEMPORAL_API_KEY", "tmprl-key-that-must-not-leak")
+    load_settings().check()  # unset TEMPORAL_TLS: the SDK uses TLS with a key
+    production.setenv("TEMPORAL_TLS", "true")
+    load_settings().check()
+
+    production.setenv("TEMPORAL_TLS", "false")
+    message = refusal()
+    assert "TEMPORAL_TLS=false" in message and "TEMPORAL_API_KEY" in message
+    assert "tmprl-key-that-must-not-leak" not in message
+
+
+def test_plaintext_without_an_api_key_is_allowed(production: pytest.MonkeyPatch) -> None:
+    # A private self-hosted cluster without TLS sends no credential to protect.
+    production.setenv("TEMPORAL_TLS", "false")
+    load_settings().check()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://relay.example.com", "relay.example.com", "ftp://relay.example.com", "https://"]
+)
+def test_production_refuses_a_public_base_url_that_is_not_https(
+    production: pytest.MonkeyPatch, url: str
+) -> None:
+    production.setenv("PUBLIC_BASE_URL", url)
+    message = refusal()
+    assert "PUBLIC_BASE_URL is not an https URL" in message
+
+
+def test_the_error_shows_no_credentials_of_a_url(production: pytest.MonkeyPatch) -> None:
+    production.setenv("PUBLIC_BASE_URL", "http://ops:hunter2@relay.example.com/?token=abc")
+    message = refusal()
+    assert "http://relay.example.com/" in message
+    assert "hunter2" not in message and "abc" not in message
+
+
+def test_production_refuses_http_oauth_redirects_naming_each(
+    production: pytest.MonkeyPatch,
+) -> None:
+    production.delenv("OAUTH_ALLOWED_REDIRECTS")
+    message = refusal()
+    assert "OAUTH_ALLOWED_REDIRECTS" in message
+    assert "http://localhost" in message and "http://127.0.0.1" in message
+
+    production.setenv(
+        "OAUTH_ALLOWED_REDIRECTS", "https://app.example.com, http://app.example.com/back"
+    )
+    message = refusal()
+    assert "http://app.example.com/back" in message
+    assert "https://app.example.com" not in message
+
+    production.setenv("OAUTH_ALLOWED_REDIRECTS", "")  # no redirects at all is safe
+    assert load_settings().oauth_allowed_redirects == []
+    load_settings().check()
+
+
+def test_production_refuses_http_temporal_ui_origins(production: pytest.MonkeyPatch) -> None:
+    production.setenv("TEMPORAL_UI_ORIGINS", "https://temporal.example.com,http://ui.example.com")
+    message = refusal()
+    assert "TEMPORAL_UI_ORIGINS has non-https origins (http://ui.example.com)" in message
+
+
+def test_development_allows_http_urls(env: pytest.MonkeyPatch) -> None:
+    env.setenv("PUBLIC_BASE_URL", "http://localhost:8000")
+    env.setenv("TEMPORAL_UI_ORIGINS", "http://localhost:8080")
+    env.setenv("TEMPORAL_API_KEY", "tmprl-dev")
+    env.setenv("TEMPORAL_TLS", "false")
+    load_settings().check()
+
+
+@pytest.mark.parametrize("relay_env", ["development", "test", "production"])
+@pytest.mark.parametrize(
+    "origins", ["*", "https://temporal.example.com,*", "https://*.example.com"]
+)
+def test_a_wildcard_ui_origin_is_refused_in_every_environment(
+    production: pytest.MonkeyPatch, relay_env: str, origins: str
+) -> None:
+    production.setenv("RELAY_ENV", relay_env)
+    production.setenv("TEMPORAL_UI_ORIGINS", origins)
+    message = refusal()
+    assert "TEMPORAL_UI_ORIGINS contains" in message and "*" in message
+    # Refused once, as a wildcard, not again as a non-https origin.
+    assert "non-https origins" not in message
+
+
+def test_production_names_every_problem_in_one_error(env: pytest.MonkeyPatch) -> None:
+    env.setenv("RELAY_ENV", "production")
+    env.setenv("PUBLIC_BASE_URL", "http://relay.example.com")
+    env.setenv("OAUTH_ALLOWED_REDIRECTS", "http://app.example.com")
+    env.setenv("TEMPORAL_API_KEY", "tmprl-key")
+    env.setenv("TEMPORAL_TLS", "false")
+    env.setenv("TEMPORAL_UI_ORIGINS", "*,http://ui.example.com")
+
+    message = refusal()
+
+    assert message.startswith("RELAY_ENV=production refuses")
+    for named in (
+        "ENCRYPTION_KEYS is unset",
+        "DATABASE_URL points at SQLite",
+        "PUBLIC_BASE_URL is not an https URL (http://relay.example.com)",
+        "OAUTH_ALLOWED_REDIRECTS allows non-https redirects (http://app.example.com",
+        "TEMPORAL_TLS=false would send TEMPORAL_API_KEY in the clear",
+        "TEMPORAL_UI_ORIGINS contains '*'",
+        "TEMPORAL_UI_ORIGINS has non-https origins (http://ui.example.com)",
+    ):
+        assert named in message, named
+    assert message.count(";") >= 6
