@@ -8,7 +8,10 @@ layer's module exports what the layer above reads:
     activities/<name>.py                         `ACTIVITIES`: its activity class, with
                                                  `from_context(WorkerContext)` and `activities()`
     workflows/clients/<name>.py                  optional `start_long_lived(client, settings)`:
-                                                 workflows that must always run
+                                                 workflows that must always run (the worker
+                                                 starts them and restarts one that ends), and
+                                                 `long_lived_workflow_ids(settings)`: their ids,
+                                                 which /v1/runs refuses to cancel
 
 The API app, the worker and the workflow registry iterate this tuple and import those
 modules by name, so adding a capability is one line here and nothing in `relay/`

@@ -23,7 +23,16 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import SettingsDep, TemporalDep, require_api_key
-from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, ApiModel, Envelope, Page, error_responses
+from api.envelope import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ApiModel,
+    Envelope,
+    Page,
+    error_responses,
+    ok,
+)
+from api.pagination import page as page_envelope
 from relay import search_attributes
 from relay.capabilities import CAPABILITIES
 from relay.errors import ErrorCode, RelayError
@@ -203,11 +212,10 @@ async def list_runs(
         raise
     page = iterator.current_page or []
     token = iterator.next_page_token
-    return {
-        "success": True,
-        "data": [Run.model_validate(_run(execution)) for execution in page],
-        "nextCursor": base64.urlsafe_b64encode(token).decode() if token else None,
-    }
+    return page_envelope(
+        [Run.model_validate(_run(execution)) for execution in page],
+        base64.urlsafe_b64encode(token).decode() if token else None,
+    )
 
 
 @router.get(
@@ -227,7 +235,7 @@ async def get_run(workflow_id: str, client: TemporalDep, request: Request) -> di
             detail["state"] = _camel_keys(to_jsonable_python(state))
         except RPCError:
             detail["state"] = None  # no worker to answer, or the run predates the query
-    return {"success": True, "data": RunDetail.model_validate(detail)}
+    return ok(RunDetail.model_validate(detail))
 
 
 @router.post(
@@ -248,4 +256,4 @@ async def cancel_run(
     if description.status != WorkflowExecutionStatus.RUNNING:
         raise RelayError(ErrorCode.CONFLICT, f"run {workflow_id!r} is not running")
     await client.get_workflow_handle(workflow_id, run_id=description.run_id).cancel()
-    return {"success": True, "data": Run.model_validate(_run(description))}
+    return ok(Run.model_validate(_run(description)))
