@@ -33,8 +33,9 @@ from relay.models.oauth import Integration, OAuthState, SyncAction, SyncStatus
 from relay.oauth import repository
 from relay.oauth.catalog import Catalog, ProviderEntry, load_catalog
 from relay.oauth.contracts import (
-    EVENT_DISCONNECTED,
     EVENT_ERROR,
+    ConfirmationCheck,
+    ConfirmationResult,
     DisconnectInput,
     ExchangeCodeInput,
     ExpiryOutcome,
@@ -119,6 +120,7 @@ class OAuthActivities:
             self.revoke_oauth_tokens,
             self.record_integration_status,
             self.expire_oauth_authorization,
+            self.check_oauth_confirmation,
             self.wipe_integration_credentials,
         ]
 
@@ -201,9 +203,11 @@ class OAuthActivities:
         entry = self._entry(integration.provider)
         state = await self._state(state_id, integration_id)
         if state.exchanged_at is not None:
-            return await asyncio.to_thread(
+            stored = await asyncio.to_thread(
                 repository.stored_info, self._engine, integration_id, entry
             )
+            stored.confirmation_required = state.require_confirmation
+            return stored
         if state.provider_error or not state.code:
             raise ApplicationError(
                 f"the authorization failed at {entry.key}: "
@@ -242,6 +246,7 @@ class OAuthActivities:
             meta={},
         )
         info = self._info(entry, parsed, base, parsed.refresh_token)
+        info.confirmation_required = state.require_confirmation
         if not info.scope:
             info.scope = list(state.scopes)
         await asyncio.to_thread(
@@ -403,6 +408,7 @@ class OAuthActivities:
             info,
             started,
             params.reason,
+            tokens.extras,
         )
         return info
 
@@ -495,16 +501,30 @@ class OAuthActivities:
         return outcome
 
     @activity.defn
+    async def check_oauth_confirmation(self, check: ConfirmationCheck) -> ConfirmationResult:
+        """Whether the application confirmed (or burnt) the connection's confirmation; with
+        `expire`, the window closed: burn it unless the application confirmed first."""
+        outcome = await asyncio.to_thread(
+            repository.check_confirmation,
+            self._engine,
+            uuid.UUID(check.integration_id),
+            expire=check.expire,
+        )
+        return ConfirmationResult(outcome.value)
+
+    @activity.defn
     async def wipe_integration_credentials(self, params: DisconnectInput) -> None:
-        """Delete the tokens and any pending authorization secrets, mark DISCONNECTED and
-        publish integration.disconnected (once per `event_key`)."""
+        """Delete the tokens, their extras, the provider data and any pending authorization
+        secrets, mark DISCONNECTED (or EXPIRED) and publish integration.disconnected
+        (integration.error for a connection that was never confirmed), once per
+        `event_key`."""
         integration = await asyncio.to_thread(repository.wipe, self._engine, self._keyring, params)
         if integration is None:
             raise _not_found(uuid.UUID(params.integration_id))
         await asyncio.to_thread(
             repository.publish,
             self._engine,
-            EVENT_DISCONNECTED,
+            params.event,
             integration,
             key=params.event_key or f"integration-{params.integration_id}:disconnected",
         )

@@ -84,14 +84,19 @@ def create_app(
     app.state.state_queries = state_queries([*all_workflows(), *extra_workflows])
     install_error_handlers(app)
     app.add_middleware(BodyLimit, settings=settings)  # inside CORS: a 413 carries its headers
-    # The Temporal UI calls /codec from its own origin, with the operator's cookie.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[
+    # The Temporal UI calls /codec from its own origin, with the operator's cookie: the
+    # UIs in TEMPORAL_UI_ORIGINS, and outside production the dev server's on localhost.
+    dev_ui_origins = (
+        []
+        if settings.is_production
+        else [
             f"http://localhost:{settings.temporal_ui_port}",
             f"http://127.0.0.1:{settings.temporal_ui_port}",
-            *settings.temporal_ui_origins,
-        ],
+        ]
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[*dev_ui_origins, *settings.temporal_ui_origins],
         allow_credentials=True,
         allow_methods=["POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],

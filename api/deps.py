@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from relay.api_keys import authenticate
+from relay.api_keys import Scope, allows, authenticate, scopes_of
+from relay.codec_sessions import SESSION_TTL, session_key
 from relay.crypto import Keyring
 from relay.errors import ErrorCode, RelayError
 from relay.models.platform import ApiKey
@@ -53,6 +58,26 @@ async def get_temporal(request: Request) -> Client:
     return await request.app.state.temporal.client()  # type: ignore[no-any-return]
 
 
+# --- API keys and scopes ------------------------------------------------------------------
+#
+# Every /v1 router depends on `require_api_key`: it authenticates the bearer key and,
+# unless the route declares a scope of its own with `require_scope(...)`, requires the
+# default scope, `app`. A route that needs another scope declares it:
+#
+#     @router.get("/…", dependencies=[Depends(require_scope("credentials:read"))])
+#
+# `admin` holds every scope. A key without the scope gets 403 FORBIDDEN naming it.
+
+
+def _forbid_unless(key: ApiKey, scope: Scope) -> None:
+    if not allows(key, scope):
+        raise RelayError(
+            ErrorCode.FORBIDDEN,
+            f"this API key lacks the '{scope}' scope this route needs",
+            {"requiredScope": scope.value, "keyScopes": sorted(scopes_of(key))},
+        )
+
+
 async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -62,7 +87,114 @@ async def require_api_key(
     key = await asyncio.to_thread(authenticate, request.app.state.engine, credentials.credentials)
     if key is None:
         raise RelayError(ErrorCode.UNAUTHORIZED, "the API key is unknown or revoked")
+    route = request.scope.get("route")
+    # A route that declares scopes is checked by those dependencies (below); one that
+    # declares none needs `app`. Without a route to look at, fail closed.
+    if not isinstance(route, APIRoute) or not declared_scopes(route):
+        _forbid_unless(key, Scope.APP)
     return key
+
+
+class RequireScope:
+    """The dependency `require_scope` returns; `require_api_key` finds it on the route."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    async def __call__(self, key: Annotated[ApiKey, Depends(require_api_key)]) -> ApiKey:
+        _forbid_unless(key, self.scope)
+        return key
+
+    def __repr__(self) -> str:
+        return f"require_scope({self.scope.value!r})"
+
+
+def require_scope(scope: str) -> RequireScope:
+    """A dependency requiring `scope` (or `admin`) of the caller's API key."""
+    return RequireScope(Scope(scope))
+
+
+def declared_scopes(route: APIRoute) -> set[Scope]:
+    """The scopes a route declares with `require_scope`, anywhere in its dependencies."""
+    found: set[Scope] = set()
+    pending: list[Dependant] = [route.dependant]
+    while pending:
+        node = pending.pop()
+        if isinstance(node.call, RequireScope):
+            found.add(node.call.scope)
+        pending.extend(node.dependencies)
+    return found
+
+
+# --- the codec: an API key, or a browser's codec session ---------------------------------
+
+
+@dataclass(frozen=True)
+class CodecCookie:
+    """How the codec session cookie is set, from PUBLIC_BASE_URL.
+
+    Over https (always in production): `__Host-relay_codec`, Secure, Path=/, no Domain,
+    SameSite=None, so a Temporal UI on another site (Temporal Cloud) can send it with
+    its cross-origin decode requests; CORS limits which origins may. Over plain http
+    (local development): `relay_codec`, Path=/codec, SameSite=Strict; the dev server's
+    UI (http://localhost:UI_PORT) is same-site with the API (http://localhost:API_PORT),
+    so the browser sends it, and a cookie without Secure could not be SameSite=None.
+    Always HttpOnly: page scripts never see it.
+    """
+
+    name: str
+    secure: bool
+    path: str
+    samesite: Literal["strict", "none"]
+    max_age: int = int(SESSION_TTL.total_seconds())
+
+    @classmethod
+    def of(cls, settings: Settings) -> CodecCookie:
+        if urlsplit(settings.base_url).scheme == "https":
+            return cls(name="__Host-relay_codec", secure=True, path="/", samesite="none")
+        return cls(name="relay_codec", secure=False, path="/codec", samesite="strict")
+
+    def set_on(self, response: Any, token: str) -> None:
+        response.set_cookie(
+            self.name,
+            token,
+            max_age=self.max_age,
+            path=self.path,
+            secure=self.secure,
+            httponly=True,
+            samesite=self.samesite,
+        )
+
+    def clear_on(self, response: Any) -> None:
+        response.delete_cookie(
+            self.name, path=self.path, secure=self.secure, httponly=True, samesite=self.samesite
+        )
+
+
+async def require_codec_access(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
+    """An API key with the `codec` scope (the CLI's `--codec-auth "Bearer …"`), or the
+    cookie of a live codec session (the Temporal UI). A session token is never taken
+    from the Authorization header, and /v1 never reads the cookie."""
+    engine = request.app.state.engine
+    if credentials is not None:
+        key = await asyncio.to_thread(authenticate, engine, credentials.credentials)
+        if key is None:
+            raise RelayError(ErrorCode.UNAUTHORIZED, "the API key is unknown or revoked")
+        _forbid_unless(key, Scope.CODEC)
+        return key
+    token = request.cookies.get(CodecCookie.of(request.app.state.settings).name)
+    if not token:
+        raise RelayError(ErrorCode.UNAUTHORIZED, "an API key is required to read payloads")
+    session_owner = await asyncio.to_thread(session_key, engine, token)
+    if session_owner is None:
+        raise RelayError(
+            ErrorCode.UNAUTHORIZED,
+            "the codec session has expired or was revoked; open a new one at /codec/login",
+        )
+    return session_owner
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -71,4 +203,5 @@ KeyringDep = Annotated[Keyring, Depends(get_keyring)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+CodecAccessDep = Annotated[ApiKey, Depends(require_codec_access)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]

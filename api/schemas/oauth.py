@@ -31,6 +31,16 @@ class InitiateRequest(ApiModel):
     )
     metadata: dict[str, Any] | None = Field(default=None, examples=[{"source": "settings"}])
     organization_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    require_confirmation: bool | None = Field(
+        default=None,
+        description=(
+            "Defence against connection fixation: the callback sends the application a "
+            "one-time `relay_confirmation` code, and the connection stays "
+            "PENDING_CONFIRMATION (its credentials refused) until the application, having "
+            "checked its own session, posts the code to /v1/integrations/{id}/confirm. "
+            "Defaults to OAUTH_REQUIRE_CONFIRMATION."
+        ),
+    )
 
     @field_validator("scopes")
     @classmethod
@@ -51,6 +61,7 @@ class InitiateResult(ApiModel):
     authorization_url: str
     state: str = Field(description="Single use, valid 10 minutes; Relay keeps only its hash.")
     expires_at: datetime
+    require_confirmation: bool
 
 
 class IntegrationPublic(ApiModel):
@@ -91,6 +102,22 @@ class Credentials(ApiModel):
     token_type: str | None
     expires_at: datetime | None
     scope: list[str]
+    extras: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Every other field of the provider's token response, kept sealed with the "
+            "tokens (Slack's incoming_webhook.url, Discord's webhook); only the catalog's "
+            "public_extras also appear, in the clear, as the integration's providerData."
+        ),
+    )
+
+
+class ConfirmRequest(ApiModel):
+    code: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The `relay_confirmation` parameter the callback added to redirectUri.",
+    )
 
 
 class RefreshResult(ApiModel):

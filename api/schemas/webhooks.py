@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, StrictBool, field_validator
 
 from api.envelope import ApiModel
 from api.schemas.validation import check_metadata
@@ -96,11 +96,31 @@ class WebhookWithSecret(Webhook):
     secret: str = Field(description="Shown only now; store it to verify signatures.")
 
 
+class RotateSecretRequest(ApiModel):
+    """The optional body of rotate-secret; no body (or `{}`) is a normal rotation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expire_previous: StrictBool = Field(
+        default=False,
+        description="true after a leak: every earlier secret stops signing at once (no grace "
+        "period), so the next delivery carries exactly one signature, made with the new secret.",
+    )
+
+
 class RotatedSecret(ApiModel):
     id: uuid.UUID
     secret: str
     previous_secret_expires_at: datetime = Field(
-        description="Until then deliveries carry signatures with the old and the new secret."
+        description="Until then deliveries carry signatures with the old and the new secret "
+        "(the time of the rotation when `previousSecretsExpired`)."
+    )
+    previous_secrets_expired: bool = Field(
+        description="true when `expirePrevious` was set: no earlier secret signs any more."
+    )
+    secret_version: int = Field(
+        description="Counts the endpoint's secrets (the first is 1); concurrent rotations are "
+        "applied one after another, and the highest version returned is the current secret."
     )
 
 

@@ -10,7 +10,7 @@ from relay.models.oauth import (
     IntegrationSyncLog,
     OAuthState,
 )
-from relay.models.platform import ApiKey, ProviderCall, ProviderCallStatus
+from relay.models.platform import ApiKey, CodecSession, ProviderCall, ProviderCallStatus
 from relay.models.webhooks import (
     AttemptTrigger,
     DeliveryStatus,
@@ -25,6 +25,7 @@ metadata = SQLModel.metadata
 __all__ = [
     "ApiKey",
     "AttemptTrigger",
+    "CodecSession",
     "DeliveryStatus",
     "Integration",
     "IntegrationCredential",

@@ -2,11 +2,13 @@
 
 integrations                    one connection of an application's user to a provider;
                                 never a token (the API can serialise it without risk)
-integration_credentials         the tokens, sealed with the Keyring (AES-256-GCM), one
-                                row per integration, with the key id for rotation
+integration_credentials         the tokens and the token response's other fields, sealed
+                                with the Keyring (AES-256-GCM), one row per integration,
+                                with the key id for rotation
 oauth_states                    one authorization attempt: the state only as a SHA-256
                                 hash, single use, 10 minutes; the PKCE verifier and the
-                                code (between callback and exchange) sealed
+                                code (between callback and exchange) sealed; with
+                                requireConfirmation, the confirmation code's SHA-256
 integration_sync_logs           every token exchange, refresh, revocation and lookup
 integration_credential_access   every time an application read a token
 """
@@ -57,7 +59,7 @@ class Integration(SQLModel, table=True):
     provider: str = Field(max_length=64, index=True)
     name: str | None = Field(default=None, max_length=255)
     is_active: bool = True
-    status: IntegrationStatus = Field(default=IntegrationStatus.PENDING, sa_type=String(16))
+    status: IntegrationStatus = Field(default=IntegrationStatus.PENDING, sa_type=String(32))
     token_type: str | None = Field(default=None, max_length=40)
     expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     scope: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
@@ -68,7 +70,8 @@ class Integration(SQLModel, table=True):
     connection_config: dict[str, str] = Field(
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
-    # Non-secret fields of the token response (Salesforce's instance_url, Slack's team).
+    # The token response's fields the catalog's `public_extras` names (Salesforce's
+    # instance_url, Slack's team); the rest is sealed in integration_credentials.extras.
     provider_data: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
@@ -94,7 +97,10 @@ class IntegrationCredential(SQLModel, table=True):
     )
     access_token: str = Field(sa_column=Column(Text, nullable=False))
     refresh_token: str | None = Field(default=None, sa_column=Column(Text))
-    # The key both tokens are sealed with: `relay keys rotate-tokens` re-seals the rest.
+    # The token response's fields besides the tokens (JSON; Slack's incoming_webhook.url,
+    # Discord's webhook), served only by GET …/credentials.
+    extras: str | None = Field(default=None, sa_column=Column(Text))
+    # The key every sealed column of the row is sealed with: `relay keys rotate-tokens` re-seals the rest.
     key_id: str = Field(max_length=64, index=True)
     # Bumped on every token change (not on re-encryption): the writer's optimistic check.
     version: int = 1
@@ -123,6 +129,13 @@ class OAuthState(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
     used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     exchanged_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # requireConfirmation (connection fixation, RFC 9700): the callback stores the SHA-256
+    # of a one-time code it sends to the application, which must present it in time.
+    require_confirmation: bool = False
+    confirmation_hash: str | None = Field(default=None, max_length=64)
+    confirmation_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    confirmation_attempts: int = 0
+    confirmed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )

@@ -1,4 +1,4 @@
-"""Platform tables: API keys and the provider-call idempotency ledger."""
+"""Platform tables: API keys, codec sessions and the provider-call idempotency ledger."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, String
+from sqlalchemy import Column, ForeignKey, String, Uuid
 from sqlmodel import Field, SQLModel
 
 from relay.db import utcnow
@@ -15,7 +15,11 @@ from relay.models.types import JSONType, UTCDateTime
 
 
 class ApiKey(SQLModel, table=True):
-    """An API key: only its SHA-256 hash is stored; `prefix` helps an operator spot it."""
+    """An API key: only its SHA-256 hash is stored; `prefix` helps an operator spot it.
+
+    `scopes` is what the key may do, space-separated (`relay.api_keys.Scope`): keys
+    created before scopes existed were given `admin` by migration 0004.
+    """
 
     __tablename__ = "api_keys"
 
@@ -23,10 +27,32 @@ class ApiKey(SQLModel, table=True):
     name: str = Field(index=True, unique=True, max_length=100)
     key_hash: str = Field(unique=True, max_length=64)
     prefix: str = Field(max_length=16)
+    scopes: str = Field(default="app", sa_type=String(200))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
     last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class CodecSession(SQLModel, table=True):
+    """A browser's codec session (`/codec/session`): the cookie holds a random token and
+    only its SHA-256 hash is stored. Usable on /codec only, until `expires_at`, while
+    neither it nor the API key that opened it is revoked."""
+
+    __tablename__ = "codec_sessions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    token_hash: str = Field(unique=True, max_length=64)
+    api_key_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 

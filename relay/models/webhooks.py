@@ -30,6 +30,9 @@ class WebhookEndpoint(SQLModel, table=True):
 
     `secret` is the current `whsec_…` secret sealed with the keyring; `old_secrets`
     holds rotated-out secrets that keep signing until their `expiresAt`.
+    `secret_version` counts rotations (1 for the first secret): a rotation writes only
+    if it is still the version it read (compare-and-set), so concurrent rotations apply
+    one after another and none loses another's secret.
     `failing_since` starts the disable clock at the first failed attempt after a
     success and is cleared by any success. `rate_window`/`rate_count` are the
     per-second attempt counter that enforces `rate_limit` across workers.
@@ -51,6 +54,7 @@ class WebhookEndpoint(SQLModel, table=True):
     old_secrets: list[dict[str, str]] = Field(
         default_factory=list, sa_column=Column(JSONType, nullable=False)
     )
+    secret_version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     is_active: bool = Field(default=True, index=True)
     disabled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     disabled_reason: str | None = Field(default=None, max_length=200)

@@ -40,6 +40,9 @@ _ANY_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _CONFIG_VALUE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,253}[A-Za-z0-9])?$")
 _PARAM = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LOOPBACK_NAMES = {"localhost"}
+_EXTRA_PATH = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$")
+# Field names that may hold a credential: never in the clear, whatever the catalog says.
+SECRET_WORDS = ("token", "secret", "password", "code", "verifier", "assertion")
 
 URL_FIELDS = ("authorization_url", "token_url", "refresh_url", "revoke_url", "userinfo_url")
 
@@ -73,6 +76,10 @@ class ProviderEntry(BaseModel):
     code_param: str = "code"
     token_request_format: Literal["form", "json"] = "form"  # noqa: S105 (a name, not a secret)
     token_response_path: str | None = None
+    # Fields of the token response kept in the clear as the integration's providerData
+    # (dotted paths: `team.name`); the whole response besides the tokens is sealed with
+    # them and served by GET …/credentials. Nothing is in the clear unless listed here.
+    public_extras: list[str] = Field(default_factory=list)
 
     @field_validator("key")
     @classmethod
@@ -100,6 +107,18 @@ class ProviderEntry(BaseModel):
                 raise ValueError(f"{name!r} is not a valid name (letters, digits, '_')")
         if len(set(value)) != len(value):
             raise ValueError("names repeat")
+        return value
+
+    @field_validator("public_extras")
+    @classmethod
+    def _public_extras(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not _EXTRA_PATH.match(path):
+                raise ValueError(f"{path!r} is not a dotted path of field names (team.name)")
+            if any(word in part.lower() for part in path.split(".") for word in SECRET_WORDS):
+                raise ValueError(f"{path!r} names a field that may hold a credential")
+        if len(set(value)) != len(value):
+            raise ValueError("paths repeat")
         return value
 
     @field_validator("client_id_param", "client_secret_param", "code_param")

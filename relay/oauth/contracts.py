@@ -16,6 +16,9 @@ from enum import StrEnum
 
 class IntegrationStatus(StrEnum):
     PENDING = "PENDING"  # waiting for the user at the provider (10 minutes)
+    # Tokens exchanged, not served until the application confirms with the one-time code
+    # the callback sent it (requireConfirmation); expires like an unused state.
+    PENDING_CONFIRMATION = "PENDING_CONFIRMATION"
     CONNECTED = "CONNECTED"
     NEEDS_REAUTH = "NEEDS_REAUTH"  # the provider refused the refresh token (invalid_grant)
     DISCONNECTED = "DISCONNECTED"  # disconnected, or the authorization failed
@@ -31,6 +34,13 @@ EVENT_DISCONNECTED = "integration.disconnected"
 EVENT_ERROR = "integration.error"
 
 HISTORY_LIMIT = 10_000
+
+# requireConfirmation: how long the application has to confirm (OAUTH_CONFIRMATION_WINDOW)
+# and how many wrong codes burn the confirmation.
+CONFIRMATION_WINDOW_SECONDS = 600
+MAX_CONFIRMATION_ATTEMPTS = 5
+UNCONFIRMED_MESSAGE = "the application did not confirm the connection in time"
+BURNT_MESSAGE = "the confirmation was burnt by too many wrong codes"
 
 
 def integration_workflow_id(integration_id: uuid.UUID | str) -> str:
@@ -51,6 +61,8 @@ class IntegrationState:
     status: str = IntegrationStatus.PENDING.value
     callback_deadline: datetime | None = None
     callback_state_id: str | None = None
+    # PENDING_CONFIRMATION ends here: CONNECTED if the application confirmed, else EXPIRED.
+    confirmation_deadline: datetime | None = None
     expires_at: datetime | None = None
     has_refresh_token: bool = False
     buffer_seconds: int = 300
@@ -74,6 +86,8 @@ class IntegrationInput:
     # Carried across continue-as-new.
     state: IntegrationState | None = None
     history_limit: int = HISTORY_LIMIT
+    # How long a connection may stay PENDING_CONFIRMATION (OAUTH_CONFIRMATION_WINDOW).
+    confirmation_window_seconds: int = CONFIRMATION_WINDOW_SECONDS
 
 
 @dataclass
@@ -95,6 +109,12 @@ class AuthorizationOutcome:
     connected: bool
     status: str
     message: str | None = None
+
+
+@dataclass
+class ConfirmationSettled:
+    """The confirm route settled the confirmation in the database (the right code, or too
+    many wrong ones); the workflow reads which from there, never from this message."""
 
 
 @dataclass
@@ -154,6 +174,9 @@ class TokenInfo:
     refresh_token_rotated: bool = False
     scope: list[str] = field(default_factory=list)
     buffer_seconds: int = 300
+    # The exchange's authorization asked for requireConfirmation: PENDING_CONFIRMATION
+    # until the application confirms. Absent (False) in histories recorded before.
+    confirmation_required: bool = False
 
 
 @dataclass
@@ -172,6 +195,7 @@ class IntegrationSnapshot:
     last_error: str | None = None
     callback_deadline: datetime | None = None
     pending_state_id: str | None = None
+    confirmation_deadline: datetime | None = None
 
 
 @dataclass
@@ -191,6 +215,27 @@ class ExpiryOutcome:
     claimed_state_id: str | None = None
 
 
+class ConfirmationOutcome(StrEnum):
+    CONFIRMED = "CONFIRMED"  # the application presented the right code
+    BURNT = "BURNT"  # too many wrong codes
+    EXPIRED = "EXPIRED"  # the window closed (burnt now, by the check that expired it)
+    PENDING = "PENDING"  # still open
+
+
+@dataclass
+class ConfirmationCheck:
+    """What the database says of a connection's confirmation; `expire` burns it unless
+    the application confirmed first (one conditional UPDATE decides the race)."""
+
+    integration_id: str
+    expire: bool = False
+
+
+@dataclass
+class ConfirmationResult:
+    outcome: str
+
+
 @dataclass
 class RevocationResult:
     attempted: bool
@@ -203,3 +248,8 @@ class DisconnectInput:
     reason: str = "requested"
     scrub_personal_data: bool = False
     event_key: str = ""
+    # An unconfirmed connection ends EXPIRED (or DISCONNECTED when burnt) with its reason,
+    # and publishes integration.error instead of integration.disconnected.
+    status: str = IntegrationStatus.DISCONNECTED.value
+    last_error: str | None = None
+    event: str = EVENT_DISCONNECTED

@@ -11,31 +11,45 @@ RFC 9700 (OAuth 2.0 Security BCP) for a client, as Relay applies it:
   to `http://localhost.evil.example`).
 - The callback consumes the state with one conditional UPDATE (unused, unexpired, same
   provider): of two racing callbacks exactly one wins, and a replay finds nothing.
+- Connection fixation (RFC 9700 section 4.7): a user of the application can start a
+  connection for their own userId and get someone else to approve it. With
+  `requireConfirmation`, the same UPDATE that consumes the state stores the SHA-256 of
+  a one-time confirmation code (256 bits) that the callback hands the application in
+  its redirect; the connection is served only after the application, having checked
+  that its own session belongs to the user who started it, presents the code
+  (`confirm_connection`): once, within the window, at most 5 wrong codes.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import update
+from sqlalchemy import case, null, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from relay.crypto import Keyring
-from relay.db import session_scope, utcnow
+from relay.db import as_utc, session_scope, utcnow
 from relay.models.oauth import Integration, IntegrationStatus, OAuthState
 from relay.oauth.catalog import ProviderEntry, is_loopback_host
+from relay.oauth.contracts import CONFIRMATION_WINDOW_SECONDS, MAX_CONFIRMATION_ATTEMPTS
 
 STATE_TTL = timedelta(minutes=10)
 STATE_BYTES = 32  # 256 bits
+CONFIRMATION_BYTES = 32  # 256 bits
+CONFIRMATION_WINDOW = timedelta(seconds=CONFIRMATION_WINDOW_SECONDS)
+# The query parameter that carries the confirmation code to the application.
+CONFIRMATION_PARAM = "relay_confirmation"
 VERIFIER_BYTES = 64  # 86 characters, inside RFC 7636's 43..128
 CALLBACK_PATH = "/v1/integrations/oauth/callback/{provider}"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -47,6 +61,10 @@ def new_state() -> str:
 
 def hash_state(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
+
+
+def hash_confirmation(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -174,6 +192,7 @@ def create_authorization(
     connection_config: Mapping[str, str],
     metadata: Mapping[str, Any],
     callback: str,
+    require_confirmation: bool = False,
 ) -> PendingAuthorization:
     """A PENDING integration and its state row, in one transaction."""
     now = utcnow()
@@ -201,6 +220,7 @@ def create_authorization(
         scopes=list(scopes),
         meta=dict(metadata),
         expires_at=now + STATE_TTL,
+        require_confirmation=require_confirmation,
         created_at=now,
     )
     if verifier is not None:
@@ -239,6 +259,8 @@ class ConsumedState:
     provider: str
     user_id: str
     redirect_uri: str
+    # requireConfirmation: the one-time code for the application (only its hash is kept).
+    confirmation_code: str | None = field(default=None, repr=False)
 
 
 def consume_state(
@@ -249,11 +271,14 @@ def consume_state(
     state: str,
     code: str | None,
     error: str | None,
+    confirmation_window: timedelta = CONFIRMATION_WINDOW,
 ) -> ConsumedState | None:
     """Use the state once; None when it is unknown, expired, used or another provider's.
 
     The code is sealed into the row (bound to it) for the exchange activity to read, so
     it never travels through the workflow's history; a provider error is kept instead.
+    If the authorization asked for confirmation, the same UPDATE stores the hash of a
+    new confirmation code, valid `confirmation_window`, returned for the redirect only.
     """
     if not state or len(state) > 512:
         return None
@@ -262,9 +287,15 @@ def consume_state(
         row = session.exec(select(OAuthState).where(OAuthState.state_hash == digest)).first()
         if row is None:
             return None
-        values: dict[str, Any] = {"used_at": utcnow()}
+        now = utcnow()
+        values: dict[str, Any] = {"used_at": now}
+        confirmation = None
         if code:
             values["code"] = keyring.seal(code, code_context(row.id))
+            if row.require_confirmation:
+                confirmation = secrets.token_urlsafe(CONFIRMATION_BYTES)
+                values["confirmation_hash"] = hash_confirmation(confirmation)
+                values["confirmation_expires_at"] = now + confirmation_window
         else:
             values["provider_error"] = (error or "the provider returned no code")[:500]
         claimed = session.execute(
@@ -284,4 +315,112 @@ def consume_state(
             provider=row.provider,
             user_id=row.user_id,
             redirect_uri=row.redirect_uri,
+            confirmation_code=confirmation,
         )
+
+
+# --- the confirmation ----------------------------------------------------------------------
+
+
+class Confirmation(StrEnum):
+    CONFIRMED = "CONFIRMED"
+    WRONG_CODE = "WRONG_CODE"  # counted; `attempts_left` more may follow
+    TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"  # burnt: no code confirms it any more
+    ALREADY_CONFIRMED = "ALREADY_CONFIRMED"  # the code is single use
+    NOT_REQUIRED = "NOT_REQUIRED"  # initiated without requireConfirmation
+    NOT_READY = "NOT_READY"  # the user has not come back from the provider yet
+    EXPIRED = "EXPIRED"  # the window closed (or the connection ended)
+
+
+@dataclass(frozen=True)
+class ConfirmationAttempt:
+    result: Confirmation
+    attempts_left: int = 0
+
+
+def confirm_connection(engine: Engine, integration_id: uuid.UUID, code: str) -> ConfirmationAttempt:
+    """Check the application's confirmation code against the stored hash, once.
+
+    Every change is one conditional UPDATE, so concurrent attempts are counted exactly
+    and the right code racing the fifth wrong one (or the workflow expiring the
+    confirmation) has one winner: the right code marks the state confirmed and clears
+    the hash; a wrong one counts, and the fifth clears the hash (burnt).
+    """
+    now = utcnow()
+    digest = hash_confirmation(code)
+    with Session(engine) as session:
+        row = session.exec(
+            select(OAuthState)
+            .where(col(OAuthState.integration_id) == integration_id)
+            .order_by(col(OAuthState.created_at).desc())
+        ).first()
+        if row is None or not row.require_confirmation:
+            return ConfirmationAttempt(Confirmation.NOT_REQUIRED)
+        state_id = row.id
+        if row.confirmed_at is not None:
+            return ConfirmationAttempt(Confirmation.ALREADY_CONFIRMED)
+        if row.confirmation_attempts >= MAX_CONFIRMATION_ATTEMPTS:
+            return ConfirmationAttempt(Confirmation.TOO_MANY_ATTEMPTS)
+        if row.confirmation_hash is None:
+            # Not called back yet, or the workflow expired (or disconnected) it.
+            ready = row.used_at is not None or row.confirmation_expires_at is not None
+            return ConfirmationAttempt(Confirmation.EXPIRED if ready else Confirmation.NOT_READY)
+        deadline = as_utc(row.confirmation_expires_at)
+        if deadline is None or deadline <= now:
+            return ConfirmationAttempt(Confirmation.EXPIRED)
+        open_ = [
+            col(OAuthState.id) == state_id,
+            col(OAuthState.confirmation_hash).is_not(None),
+            col(OAuthState.confirmed_at).is_(None),
+            col(OAuthState.confirmation_attempts) < MAX_CONFIRMATION_ATTEMPTS,
+            col(OAuthState.confirmation_expires_at) > now,
+        ]
+        if hmac.compare_digest(digest, row.confirmation_hash):
+            claimed = session.execute(
+                update(OAuthState)
+                .where(*open_, col(OAuthState.confirmation_hash) == digest)
+                .values(confirmed_at=now, confirmation_hash=None)
+            )
+            session.commit()
+            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                return ConfirmationAttempt(Confirmation.CONFIRMED)
+            # Lost a race (burnt or expired meanwhile): answer from the new state.
+            return _settled(engine, state_id)
+        attempts = col(OAuthState.confirmation_attempts)
+        counted = session.execute(
+            update(OAuthState)
+            .where(*open_)
+            .values(
+                confirmation_attempts=attempts + 1,
+                confirmation_hash=case(
+                    (attempts + 1 >= MAX_CONFIRMATION_ATTEMPTS, null()),
+                    else_=col(OAuthState.confirmation_hash),
+                ),
+            )
+        )
+        if counted.rowcount == 1:  # type: ignore[attr-defined]
+            # This transaction holds the row until it commits: the count is this attempt's.
+            count = session.exec(select(attempts).where(col(OAuthState.id) == state_id)).one()
+            session.commit()
+            if count >= MAX_CONFIRMATION_ATTEMPTS:
+                return ConfirmationAttempt(Confirmation.TOO_MANY_ATTEMPTS)
+            return ConfirmationAttempt(Confirmation.WRONG_CODE, MAX_CONFIRMATION_ATTEMPTS - count)
+        session.commit()
+    return _settled(engine, state_id)
+
+
+def _settled(engine: Engine, state_id: uuid.UUID) -> ConfirmationAttempt:
+    """The confirmation's state after a write: what a losing or wrong attempt answers."""
+    with Session(engine) as session:
+        row = session.get(OAuthState, state_id)
+    assert row is not None
+    if row.confirmed_at is not None:
+        return ConfirmationAttempt(Confirmation.ALREADY_CONFIRMED)
+    if row.confirmation_attempts >= MAX_CONFIRMATION_ATTEMPTS:
+        return ConfirmationAttempt(Confirmation.TOO_MANY_ATTEMPTS)
+    deadline = as_utc(row.confirmation_expires_at)
+    if row.confirmation_hash is None or deadline is None or deadline <= utcnow():
+        return ConfirmationAttempt(Confirmation.EXPIRED)
+    return ConfirmationAttempt(
+        Confirmation.WRONG_CODE, MAX_CONFIRMATION_ATTEMPTS - row.confirmation_attempts
+    )

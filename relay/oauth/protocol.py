@@ -13,13 +13,19 @@ Classification of a token endpoint's answer (RFC 6749 section 5.2):
 
 Failure messages carry the provider's `error` and `error_description`, with every
 secret Relay sent (client secret, code, refresh token) cut out, and never a body.
+
+The other fields of a token response (Slack's `team` and `incoming_webhook`, Discord's
+`webhook`, Salesforce's `instance_url`) may carry bearer secrets (a webhook URL is one),
+so they are all sealed with the tokens (`sealed_extras`); only the paths the catalog
+entry lists in `public_extras` are also kept in the clear (`extras`), and never a key
+that looks like a credential.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -27,7 +33,7 @@ from urllib.parse import parse_qsl, quote
 from temporalio.exceptions import ApplicationError
 
 from relay.errors import ErrorCode
-from relay.oauth.catalog import ProviderEntry
+from relay.oauth.catalog import SECRET_WORDS, ProviderEntry
 from relay.provider_errors import error_for_status, is_transient_status
 
 TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
@@ -44,9 +50,12 @@ GRANT_ERRORS = frozenset(
         "invalid_token",
     }
 )
-_SECRET_WORDS = ("token", "secret", "password", "code", "verifier", "assertion")
 _MESSAGE_LIMIT = 300
-_EXTRAS_LIMIT = 4096
+_EXTRAS_LIMIT = 4096  # the clear part (integrations.provider_data)
+_SEALED_EXTRAS_LIMIT = 16384  # the sealed part (integration_credentials.extras)
+_STANDARD_FIELDS = frozenset(
+    {"access_token", "refresh_token", "token_type", "expires_in", "scope", "id_token"}
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,12 @@ class TokenResponse:
     token_type: str | None
     expires_in: int | None
     scope: list[str] | None
+    # The catalog's `public_extras` of the other fields, without any credential-like key:
+    # kept in the clear (the integration's providerData).
     extras: dict[str, Any]
     account_name: str | None = None
+    # Every other field of the response (bounded): sealed with the tokens.
+    sealed_extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _client_auth(
@@ -183,29 +196,62 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text[:_MESSAGE_LIMIT]
 
 
-def _public(value: Any, depth: int = 0) -> Any:
-    """The value without any key that could hold a credential, at any depth."""
+def _secret_key(key: object) -> bool:
+    return any(word in str(key).lower() for word in SECRET_WORDS)
+
+
+def _bounded(value: Any, depth: int = 0, *, public: bool = False) -> Any:
+    """The value as plain JSON, at most 5 levels deep and 50 items a list; `public` also
+    drops every key that could hold a credential, at any depth."""
     if depth > 4:
         return None
     if isinstance(value, dict):
         return {
-            str(k): _public(v, depth + 1)
+            str(k): _bounded(v, depth + 1, public=public)
             for k, v in value.items()
-            if not any(word in str(k).lower() for word in _SECRET_WORDS)
+            if not (public and _secret_key(k))
         }
     if isinstance(value, list):
-        return [_public(item, depth + 1) for item in value[:50]]
+        return [_bounded(item, depth + 1, public=public) for item in value[:50]]
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return None
 
 
 def _extras(payload: dict[str, Any]) -> dict[str, Any]:
-    standard = {"access_token", "refresh_token", "token_type", "expires_in", "scope", "id_token"}
-    extras = _public({k: v for k, v in payload.items() if k not in standard})
-    if len(json.dumps(extras, default=str)) > _EXTRAS_LIMIT:
+    """Every field of a token response besides the tokens themselves, to be sealed."""
+    extras = _bounded({k: v for k, v in payload.items() if k not in _STANDARD_FIELDS})
+    if len(json.dumps(extras, default=str)) > _SEALED_EXTRAS_LIMIT:
         return {}
     return extras  # type: ignore[no-any-return]
+
+
+def public_extras(extras: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """The parts of `extras` that `paths` (the catalog's `public_extras`, dotted into
+    objects: `team.name`) name, in their nesting, with no credential-like key anywhere.
+    Nothing is public unless named."""
+    kept: dict[str, Any] = {}
+    for path in paths:
+        parts = path.split(".")
+        if any(_secret_key(part) for part in parts):
+            continue
+        value: Any = extras
+        for part in parts:
+            value = value.get(part) if isinstance(value, Mapping) else None
+            if value is None:
+                break
+        if value is None:
+            continue
+        target = kept
+        for part in parts[:-1]:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = target[part] = {}
+            target = child
+        target[parts[-1]] = _bounded(value, len(parts), public=True)
+    if len(json.dumps(kept, default=str)) > _EXTRAS_LIMIT:
+        return {}
+    return kept
 
 
 def _scopes(value: Any, separator: str) -> list[str] | None:
@@ -302,8 +348,9 @@ def parse_token_response(
         token_type=str(data.get("token_type") or "Bearer")[:40],
         expires_in=_expires_in(data.get("expires_in")),
         scope=_scopes(data.get("scope"), entry.scope_separator),
-        extras=_extras(data),
+        extras=public_extras(sealed := _extras(data), entry.public_extras),
         account_name=account_name,
+        sealed_extras=sealed,
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table
+from sqlalchemy import Select, Table, update
 from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -33,7 +33,9 @@ from relay.models.oauth import (
 )
 from relay.oauth.catalog import Catalog, ProviderEntry
 from relay.oauth.contracts import (
+    MAX_CONFIRMATION_ATTEMPTS,
     TERMINAL_STATUSES,
+    ConfirmationOutcome,
     DisconnectInput,
     ExpiryOutcome,
     IntegrationSnapshot,
@@ -243,6 +245,7 @@ def snapshot(
         ).all()
     latest = states[0] if states else None
     pending = next((s for s in states if s.used_at is not None and s.exchanged_at is None), None)
+    confirming = next((s for s in states if s.confirmation_expires_at is not None), None)
     return IntegrationSnapshot(
         integration_id=str(integration.id),
         user_id=integration.user_id,
@@ -256,6 +259,9 @@ def snapshot(
         last_error=integration.last_error,
         callback_deadline=as_utc(latest.expires_at) if latest else None,
         pending_state_id=str(pending.id) if pending else None,
+        confirmation_deadline=as_utc(confirming.confirmation_expires_at)
+        if confirming and confirming.confirmation_expires_at
+        else None,
     )
 
 
@@ -300,8 +306,14 @@ def store_exchange(
         integration = session.get(Integration, integration_id)
         state = session.get(OAuthState, state_id)
         assert integration is not None and state is not None
+        # The whole response besides the tokens is sealed with them; only the catalog's
+        # public_extras stay in the clear.
         TokenStore(engine, keyring).put(
-            session, integration_id, parsed.access_token, parsed.refresh_token
+            session,
+            integration_id,
+            parsed.access_token,
+            parsed.refresh_token,
+            parsed.sealed_extras,
         )
         integration.token_type = parsed.token_type
         integration.expires_at = info.expires_at
@@ -372,9 +384,11 @@ def store_refresh(
     info: TokenInfo,
     started: datetime,
     reason: str,
+    extras: dict[str, Any] | None = None,
 ) -> None:
     """Swap the tokens if still at `version` (`StaleCredentials` otherwise), update the
-    integration and write the sync log, in one transaction."""
+    integration and write the sync log, in one transaction. `extras` (those of the
+    exchange, read with the tokens) are kept, re-sealed with them."""
     now = utcnow()
     with Session(engine) as session:
         TokenStore(engine, keyring).replace(
@@ -383,6 +397,7 @@ def store_refresh(
             expected_version=version,
             access_token=parsed.access_token,
             refresh_token=keep,
+            extras=extras,
         )
         integration = session.get(Integration, integration_id)
         assert integration is not None
@@ -459,9 +474,11 @@ def expire(engine: Engine, integration_id: uuid.UUID) -> ExpiryOutcome:
 
 
 def wipe(engine: Engine, keyring: Keyring, params: DisconnectInput) -> Integration | None:
-    """Delete the tokens and pending authorization secrets and mark DISCONNECTED (and, for
-    a deleted user, clear the personal data)."""
+    """Delete the tokens (and the sealed extras with them), the provider data and pending
+    authorization secrets, and mark DISCONNECTED, or EXPIRED for an unconfirmed connection
+    (and, for a deleted user, clear the personal data)."""
     integration_id = uuid.UUID(params.integration_id)
+    status = IntegrationStatus(params.status)
     now = utcnow()
     with Session(engine) as session:
         integration = session.get(Integration, integration_id)
@@ -474,17 +491,64 @@ def wipe(engine: Engine, keyring: Keyring, params: DisconnectInput) -> Integrati
             state.used_at = state.used_at or now
             state.code = None
             state.code_verifier = None
+            state.confirmation_hash = None
             session.add(state)
-        integration.status = IntegrationStatus.DISCONNECTED
+        integration.status = status
         integration.is_active = False
         integration.expires_at = None
-        integration.disconnected_at = now
+        # What the token response said about the account leaves with the tokens.
+        integration.provider_data = {}
+        if status == IntegrationStatus.DISCONNECTED:
+            integration.disconnected_at = now
+        if params.last_error:
+            integration.last_error = params.last_error[:ERROR_LIMIT]
         integration.updated_at = now
         if params.scrub_personal_data:
             integration.name = None
             integration.meta = {}
-            integration.provider_data = {}
         session.add(integration)
         session.commit()
         session.refresh(integration)
         return integration
+
+
+def check_confirmation(
+    engine: Engine, integration_id: uuid.UUID, *, expire: bool
+) -> ConfirmationOutcome:
+    """Whether the application confirmed the connection (or burnt its confirmation); with
+    `expire`, burn a confirmation still open, in one conditional UPDATE, so a confirm
+    racing the expiry has one winner (`flow.confirm_connection` is the other side)."""
+    with Session(engine) as session:
+        state = session.exec(
+            select(OAuthState)
+            .where(col(OAuthState.integration_id) == integration_id)
+            .order_by(col(OAuthState.created_at).desc())
+        ).first()
+        if state is None:
+            return ConfirmationOutcome.EXPIRED
+        if expire:
+            session.execute(
+                update(OAuthState)
+                .where(col(OAuthState.id) == state.id)
+                .where(col(OAuthState.confirmed_at).is_(None))
+                .values(confirmation_hash=None)
+            )
+            session.commit()
+            session.refresh(state)
+    if state.confirmed_at is not None:
+        return ConfirmationOutcome.CONFIRMED
+    if state.confirmation_attempts >= MAX_CONFIRMATION_ATTEMPTS:
+        return ConfirmationOutcome.BURNT
+    return ConfirmationOutcome.EXPIRED if expire else ConfirmationOutcome.PENDING
+
+
+def awaiting_confirmation(engine: Engine, integration_id: uuid.UUID) -> bool:
+    """The connection was initiated with requireConfirmation and not confirmed yet: the
+    credentials route's own check, whatever the integration's status says."""
+    with Session(engine) as session:
+        state = session.exec(
+            select(OAuthState)
+            .where(col(OAuthState.integration_id) == integration_id)
+            .order_by(col(OAuthState.created_at).desc())
+        ).first()
+    return state is not None and state.require_confirmation and state.confirmed_at is None

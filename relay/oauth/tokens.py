@@ -2,8 +2,11 @@
 
 Each token is sealed with AES-256-GCM under the current key of ENCRYPTION_KEYS and
 bound (as associated data) to its integration and column, so a ciphertext copied to
-another row or column does not open. `key_id` names the key both tokens of a row are
-sealed with; `rotate_tokens` re-seals every row whose key is not the current one.
+another row or column does not open. The token response's other fields (`extras`,
+JSON: Slack's incoming_webhook.url, Discord's webhook) are sealed the same way in the
+same row, so they leave with the tokens on disconnect. `key_id` names the key every
+sealed column of a row is sealed with (each write re-seals them all);
+`rotate_tokens` re-seals every row whose key is not the current one.
 
 Writers:
 - the integration's workflow, through its activities (exchange, refresh, wipe): the
@@ -15,9 +18,11 @@ Writers:
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import and_, func, update
 from sqlalchemy.engine import Engine
@@ -42,6 +47,8 @@ class Tokens:
     access_token: str = field(repr=False)
     refresh_token: str | None = field(repr=False)
     version: int
+    # The token response's other fields (None: a row written before they were sealed).
+    extras: dict[str, Any] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         refresh = "yes" if self.refresh_token else "no"
@@ -75,12 +82,21 @@ class TokenStore:
             if row.refresh_token
             else None
         )
-        return Tokens(access, refresh, row.version)
+        extras = (
+            json.loads(self._keyring.open(row.extras, token_context(row.integration_id, "extras")))
+            if row.extras
+            else None
+        )
+        return Tokens(access, refresh, row.version, extras)
 
     def sealed(
-        self, integration_id: uuid.UUID, access_token: str, refresh_token: str | None
+        self,
+        integration_id: uuid.UUID,
+        access_token: str,
+        refresh_token: str | None,
+        extras: Mapping[str, Any] | None = None,
     ) -> dict[str, object]:
-        """Column values for a token write, sealed under the current key."""
+        """Column values for a token write, every one sealed under the current key."""
         return {
             "access_token": self._keyring.seal(
                 access_token, token_context(integration_id, "access_token")
@@ -89,6 +105,12 @@ class TokenStore:
                 refresh_token, token_context(integration_id, "refresh_token")
             )
             if refresh_token
+            else None,
+            "extras": self._keyring.seal(
+                json.dumps(dict(extras), separators=(",", ":")),
+                token_context(integration_id, "extras"),
+            )
+            if extras is not None
             else None,
             "key_id": self._keyring.current_kid,
             "updated_at": utcnow(),
@@ -100,9 +122,10 @@ class TokenStore:
         integration_id: uuid.UUID,
         access_token: str,
         refresh_token: str | None,
+        extras: Mapping[str, Any] | None = None,
     ) -> int:
         """Insert or replace the row in the caller's transaction (the code exchange)."""
-        values = self.sealed(integration_id, access_token, refresh_token)
+        values = self.sealed(integration_id, access_token, refresh_token, extras)
         row = session.get(IntegrationCredential, integration_id)
         if row is None:
             session.add(IntegrationCredential(integration_id=integration_id, version=1, **values))  # type: ignore[arg-type]
@@ -121,13 +144,15 @@ class TokenStore:
         expected_version: int,
         access_token: str,
         refresh_token: str | None,
+        extras: Mapping[str, Any] | None = None,
     ) -> int:
         """Swap the tokens of a refresh atomically, if nobody changed them since the read.
 
         `refresh_token` is the one to keep: the new one when the provider rotated it,
-        the old one when the response carried none.
+        the old one when the response carried none; `extras` are the ones read with the
+        tokens (re-sealed under the current key, like the tokens).
         """
-        values = self.sealed(integration_id, access_token, refresh_token)
+        values = self.sealed(integration_id, access_token, refresh_token, extras)
         result = session.execute(
             update(IntegrationCredential)
             .where(col(IntegrationCredential.integration_id) == integration_id)
@@ -198,7 +223,7 @@ def rotate_tokens(
                 after = row.integration_id
                 tokens = TokenStore(engine, keyring)._open(row)
                 values = TokenStore(engine, keyring).sealed(
-                    row.integration_id, tokens.access_token, tokens.refresh_token
+                    row.integration_id, tokens.access_token, tokens.refresh_token, tokens.extras
                 )
                 values.pop("updated_at")
                 same = [

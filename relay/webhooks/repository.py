@@ -7,17 +7,20 @@ disabling, recovery) and publishing stay in `outbox` and `publish`.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, select, update
 from sqlalchemy.engine import Engine
 
+from relay.crypto import Keyring
 from relay.errors import ErrorCode, RelayError
 from relay.models.webhooks import WebhookAttempt, WebhookEndpoint
 from relay.webhooks import outbox
 from relay.webhooks.contracts import DeliveryStatus
 from relay.webhooks.publish import deliveries_table, endpoints_table
+from relay.webhooks.signing import Rotation, rotate
 
 E = endpoints_table
 D = deliveries_table
@@ -112,21 +115,71 @@ def delete_endpoint(engine: Engine, endpoint_id: uuid.UUID, *, now: datetime) ->
         )
 
 
-def store_secrets(
+# A rotation that keeps losing the compare-and-set to other rotations of the same endpoint
+# gives up (409 CONFLICT) after this many reads. Each lost round means another rotation was
+# applied, so only that many truly simultaneous rotations of one endpoint can exhaust it.
+ROTATION_ATTEMPTS = 32
+
+
+@dataclass(frozen=True)
+class AppliedRotation:
+    rotation: Rotation
+    version: int  # the endpoint's `secret_version` this rotation wrote
+
+
+def rotate_secret(
     engine: Engine,
+    keyring: Keyring,
     endpoint_id: uuid.UUID,
     *,
-    secret: str,
-    old_secrets: list[dict[str, str]],
+    expire_previous: bool,
     now: datetime,
-) -> None:
-    """A rotation's result: the new sealed secret and the ones that keep signing."""
-    with engine.begin() as connection:
-        connection.execute(
-            update(E)
-            .where(E.c.id == endpoint_id)
-            .values(secret=secret, old_secrets=old_secrets, updated_at=now)
-        )
+) -> AppliedRotation:
+    """A new secret for an endpoint that is not deleted, or WEBHOOK_NOT_FOUND.
+
+    Read the secrets and their version, build the rotation on them, and write it only
+    where the version is still the one read (compare-and-set); when another rotation got
+    there first, read again and rebuild on top of it. On PostgreSQL the read also takes
+    the row lock (`FOR UPDATE`), so concurrent rotations queue instead of retrying; SQLite
+    has no row locks (the clause is left out) and relies on the compare-and-set alone.
+    Either way concurrent rotations apply one after another: none loses another's secret,
+    and an `expire_previous` rotation cannot be undone by one that read the row before it.
+    """
+    for _ in range(ROTATION_ATTEMPTS):
+        with engine.begin() as connection:
+            row = connection.execute(
+                select(E.c.secret, E.c.old_secrets, E.c.secret_version)
+                .where(E.c.id == endpoint_id, E.c.deleted_at.is_(None))
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise RelayError(ErrorCode.WEBHOOK_NOT_FOUND, "no webhook endpoint with that id")
+            rotation = rotate(
+                keyring,
+                endpoint_id,
+                row.secret,
+                list(row.old_secrets or []),
+                now,
+                expire_previous=expire_previous,
+            )
+            version = row.secret_version + 1
+            written = connection.execute(
+                update(E)
+                .where(
+                    E.c.id == endpoint_id,
+                    E.c.deleted_at.is_(None),
+                    E.c.secret_version == row.secret_version,
+                )
+                .values(
+                    secret=rotation.sealed,
+                    old_secrets=rotation.old_secrets,
+                    secret_version=version,
+                    updated_at=now,
+                )
+            )
+            if written.rowcount == 1:
+                return AppliedRotation(rotation, version)
+    raise RelayError(ErrorCode.CONFLICT, "the secret is being rotated concurrently; try again")
 
 
 # --- deliveries -----------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Signed content is `{webhook-id}.{webhook-timestamp}.{body}`, HMAC-SHA256 keyed
 with the base64-decoded part of the `whsec_…` secret; `webhook-signature` is a
 space-separated list of `v1,<base64>`. After a rotation the previous secret keeps
 signing beside the new one for `ROTATION_OVERLAP`, so a receiver that still has
-the old secret verifies every delivery while the new one is rolled out.
+the old secret verifies every delivery while the new one is rolled out. A rotation
+with `expire_previous` (after a leak) drops every old secret at once: from then on
+only the new secret signs.
 
 Secrets are stored sealed with the keyring (AES-256-GCM, bound to the endpoint id)
 and shown only when created or rotated.
@@ -68,6 +70,8 @@ class Rotation:
     secret: str  # shown once to the caller
     sealed: str
     old_secrets: list[dict[str, str]]
+    # Until when the secret it replaced keeps signing (`now` when expired at once).
+    previous_expires_at: datetime
 
 
 def rotate(
@@ -76,12 +80,22 @@ def rotate(
     current_sealed: str,
     old_secrets: list[dict[str, str]],
     now: datetime,
+    *,
+    expire_previous: bool = False,
 ) -> Rotation:
-    """A new secret; the current one joins the old ones, signing until now + 24 h."""
-    live = [entry for entry in old_secrets if datetime.fromisoformat(entry["expiresAt"]) > now]
-    live.insert(0, {"secret": current_sealed, "expiresAt": (now + ROTATION_OVERLAP).isoformat()})
+    """A new secret; the current one joins the old ones, signing until now + 24 h.
+
+    With `expire_previous` the current secret and every old one stop signing now: the
+    old secrets list is emptied and the next delivery carries one signature.
+    """
     secret = generate_secret()
-    return Rotation(secret, seal_secret(keyring, endpoint_id, secret), live[:MAX_OLD_SECRETS])
+    sealed = seal_secret(keyring, endpoint_id, secret)
+    if expire_previous:
+        return Rotation(secret, sealed, [], now)
+    expires_at = now + ROTATION_OVERLAP
+    live = [entry for entry in old_secrets if datetime.fromisoformat(entry["expiresAt"]) > now]
+    live.insert(0, {"secret": current_sealed, "expiresAt": expires_at.isoformat()})
+    return Rotation(secret, sealed, live[:MAX_OLD_SECRETS], expires_at)
 
 
 def signing_keys(

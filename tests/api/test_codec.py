@@ -135,6 +135,8 @@ async def test_cookie_session_lets_a_browser_decode(
         cookie = opened.headers["set-cookie"]
         assert "relay_codec=" in cookie
         assert "HttpOnly" in cookie and "Path=/codec" in cookie
+        # The cookie holds a session token, not the key (tests/api/test_codec_sessions.py).
+        assert stack.api_key not in cookie
 
         response = await browser.post("/codec/decode", json=raw)
     assert response.status_code == 200, response.text

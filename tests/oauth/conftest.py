@@ -133,7 +133,7 @@ def oauth_stack(
         client = temporal_env.client
         settings.temporal_address = client.service_client.config.target_host
         settings.temporal_task_queue = task_queue()
-        _, raw_key = create_key(engine, f"oauth-{uuid.uuid4().hex[:8]}")
+        _, raw_key = create_key(engine, f"oauth-{uuid.uuid4().hex[:8]}", ["admin"])
         context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
         worker = build_worker(context)
         app = create_app(settings, engine=engine, keyring=keyring)

@@ -14,6 +14,7 @@ test reads and steers it through `AuthServer.state` (same process):
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -130,6 +131,8 @@ class ProviderState:
     refresh_delay: float = 0.0
     # Next refresh answers, consumed in order: "invalid_grant", "invalid_client", or a status.
     fail_refresh: deque[str | int] = field(default_factory=deque)
+    # Extra fields of the code exchange's answer (Slack's incoming_webhook, Discord's webhook).
+    token_extras: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     codes: dict[str, Code] = field(default_factory=dict)
     issued_codes: list[str] = field(default_factory=list)
@@ -308,6 +311,8 @@ def build_app(state: ProviderState) -> flask.Flask:
         if response.status_code == 200:
             with state.lock:
                 state.exchange_count += 1
+            if state.token_extras:
+                response.set_data(json.dumps({**response.get_json(), **state.token_extras}))
         return response
 
     @app.post("/revoke")

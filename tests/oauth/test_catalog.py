@@ -67,6 +67,18 @@ def test_the_builtin_catalog_ships_with_the_package_and_has_every_provider() -> 
     assert sum(1 for entry in catalog if entry.revoke_url) >= 8
 
 
+def test_the_builtin_catalog_keeps_webhook_urls_out_of_the_clear() -> None:
+    """Slack's and Discord's token responses carry webhook URLs (bearer secrets): only ids
+    and names of theirs are public extras, and nothing is public unless listed."""
+    catalog = load_catalog()
+    whole_or_url = {"incoming_webhook", "incoming_webhook.url", "webhook", "webhook.url"}
+    for entry in catalog:
+        assert not whole_or_url & set(entry.public_extras), entry.key
+    assert "team.name" in catalog.require("slack").public_extras
+    assert "webhook.channel_id" in catalog.require("discord").public_extras
+    assert catalog.require("github").public_extras == []
+
+
 def test_providers_file_adds_overrides_and_removes(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
@@ -129,6 +141,14 @@ def test_providers_file_adds_overrides_and_removes(tmp_path: Path) -> None:
         (
             {"acme": {**ACME, "authorization_params": {"state": "fixed"}}},
             "field authorization_params: 'state' is set by Relay",
+        ),
+        (
+            {"acme": {**ACME, "public_extras": ["webhook.token"]}},
+            "field public_extras: 'webhook.token' names a field that may hold a credential",
+        ),
+        (
+            {"acme": {**ACME, "public_extras": ["team..name"]}},
+            "field public_extras: 'team..name' is not a dotted path",
         ),
         ({"acme": ["not", "a", "mapping"]}, "provider 'acme': must be a mapping of fields"),
         (["acme"], "must be a mapping of provider key to entry"),

@@ -31,6 +31,7 @@ from relay.oauth.flow import (
 )
 from relay.oauth.protocol import (
     parse_token_response,
+    public_extras,
     revocation_outcome,
     revocation_request,
     token_request,
@@ -175,6 +176,31 @@ def test_token_responses_are_parsed_without_keeping_secrets() -> None:
         _entry(), 200, '{"access_token": "a", "expires_in": "3599", "refresh_token": "r"}'
     )
     assert expiring.expires_in == 3599 and expiring.refresh_token == "r"
+
+
+def test_only_the_catalogs_public_extras_stay_in_the_clear_and_the_rest_is_sealed() -> None:
+    slack = load_catalog().require("slack")
+    parsed = _tokens(
+        slack,
+        200,
+        '{"ok": true, "access_token": "xoxb-1", "team": {"id": "T1", "name": "Acme HQ"},'
+        ' "incoming_webhook": {"url": "https://hooks.slack.com/services/T1/B1/SECRET",'
+        ' "channel": "#x", "channel_id": "C1"}, "id_token": "eyJ.secret"}',
+    )
+    assert parsed.extras == {
+        "team": {"id": "T1", "name": "Acme HQ"},
+        "incoming_webhook": {"channel": "#x", "channel_id": "C1"},
+    }
+    assert parsed.sealed_extras["incoming_webhook"]["url"].endswith("/SECRET")
+    assert "SECRET" not in repr(parsed)
+    assert "id_token" not in parsed.sealed_extras and "access_token" not in parsed.sealed_extras
+    # Nothing is public unless the entry lists it.
+    bare = _tokens(_entry(), 200, '{"access_token": "a", "team": {"id": "T1"}}')
+    assert bare.extras == {} and bare.sealed_extras == {"team": {"id": "T1"}}
+    # A path through a credential-like key is never public, whatever the entry says.
+    assert public_extras({"authed_user": {"access_token": "x"}}, ["authed_user"]) == {
+        "authed_user": {}
+    }
 
 
 def test_token_requests_authenticate_the_client_as_the_catalog_says() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -16,10 +17,16 @@ from relay.crypto import Keyring, generate_key_spec
 from relay.models.oauth import IntegrationCredential, OAuthState
 from relay.oauth.catalog import ProviderEntry
 from relay.oauth.flow import create_authorization, verifier_context
-from relay.oauth.tokens import TokenStore
+from relay.oauth.tokens import TokenStore, rotate_tokens
 
 
-def _connection(engine: Engine, keyring: Keyring, access: str, refresh: str | None) -> uuid.UUID:
+def _connection(
+    engine: Engine,
+    keyring: Keyring,
+    access: str,
+    refresh: str | None,
+    extras: dict[str, Any] | None = None,
+) -> uuid.UUID:
     entry = ProviderEntry(
         key="acme",
         display_name="Acme",
@@ -40,7 +47,7 @@ def _connection(engine: Engine, keyring: Keyring, access: str, refresh: str | No
         callback="http://localhost:8000/v1/integrations/oauth/callback/acme",
     )
     with Session(engine) as session:
-        TokenStore(engine, keyring).put(session, pending.integration.id, access, refresh)
+        TokenStore(engine, keyring).put(session, pending.integration.id, access, refresh, extras)
         session.commit()
     return pending.integration.id
 
@@ -105,6 +112,19 @@ def test_rotate_tokens_reencrypts_everything_with_the_current_key(
     second = _rotate(engine, tmp_path, f"{new_spec},{old_spec}")
     assert second.returncode == 0, second.stderr
     assert "0 of 4 integrations re-encrypted with key 'new' (4 already were)" in second.stdout
+
+
+def test_the_sealed_extras_are_rotated_with_the_tokens(engine: Engine) -> None:
+    old_spec, new_spec = generate_key_spec("old"), generate_key_spec("new")
+    extras = {"incoming_webhook": {"url": "https://hooks.example/services/SECRET"}}
+    integration_id = _connection(engine, Keyring.parse(old_spec), "access-e", "r-e", extras)
+
+    report = rotate_tokens(engine, Keyring.parse(f"{new_spec},{old_spec}"))
+
+    assert report.reencrypted == 1
+    stored = TokenStore(engine, Keyring.parse(new_spec)).read(integration_id)
+    assert stored is not None and stored.extras == extras
+    assert "SECRET" not in repr(stored)
 
 
 def test_rotate_tokens_without_the_old_key_fails_with_one_line(

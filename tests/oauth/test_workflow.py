@@ -8,22 +8,32 @@ row in the database (SQLite and PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from relay.crypto import Keyring
-from relay.oauth.contracts import DisconnectRequest, RefreshRequest
-from relay.oauth.flow import consume_state
+from relay.oauth.catalog import load_catalog
+from relay.oauth.contracts import (
+    AuthorizationCallback,
+    DisconnectRequest,
+    IntegrationInput,
+    RefreshRequest,
+)
+from relay.oauth.flow import Confirmation, confirm_connection, consume_state, create_authorization
 from relay.oauth.tokens import TokenStore
 from relay.settings import Settings
 from tests.oauth.conftest import (
+    APP_REDIRECT,
     PROVIDER,
+    OAuthWorker,
     authorize,
     begin_connection,
     events_of,
@@ -32,7 +42,7 @@ from tests.oauth.conftest import (
     query_of,
     sync_logs,
 )
-from tests.oauth.provider import AuthServer
+from tests.oauth.provider import CLIENT_ID, AuthServer
 from workflows.oauth import IntegrationWorkflow
 
 pytestmark = pytest.mark.slow
@@ -333,3 +343,97 @@ async def test_disconnecting_a_pending_connection_refuses_its_callback(
     assert late is None
     assert server.state.exchange_count == 0 and server.state.revoked == []
     assert events_of(engine, connection.integration_id) == ["integration.disconnected"]
+
+
+async def _pending_confirmation(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    keyring: Keyring,
+    worker: OAuthWorker,
+) -> tuple[uuid.UUID, WorkflowHandle[Any, Any], str]:
+    """A connection initiated with requireConfirmation, called back and exchanged: the
+    integration id, its workflow and the confirmation code the application received."""
+    entry = load_catalog(settings.providers_file).require(PROVIDER)
+    pending = create_authorization(
+        engine,
+        keyring,
+        entry,
+        client_id=CLIENT_ID,
+        user_id="user-1",
+        organization_id=None,
+        redirect_uri=APP_REDIRECT,
+        scopes=entry.default_scopes,
+        connection_config={},
+        metadata={},
+        callback="http://127.0.0.1:9/v1/integrations/oauth/callback/" + PROVIDER,
+        require_confirmation=True,
+    )
+    integration_id = pending.integration.id
+    handle = await env.client.start_workflow(
+        IntegrationWorkflow.run,
+        IntegrationInput(str(integration_id), "user-1", PROVIDER),
+        id=f"integration-{integration_id}",
+        task_queue=worker.queue,
+    )
+    worker.handles.append(handle)
+    query = query_of(await authorize(pending.authorization_url))
+    consumed = consume_state(
+        engine, keyring, provider=PROVIDER, state=query["state"], code=query["code"], error=None
+    )
+    assert consumed is not None and consumed.confirmation_code
+    outcome = await handle.execute_update(
+        IntegrationWorkflow.complete_authorization, AuthorizationCallback(str(consumed.state_id))
+    )
+    assert outcome.status == "PENDING_CONFIRMATION" and not outcome.connected
+    return integration_id, handle, consumed.confirmation_code
+
+
+async def test_an_unconfirmed_connection_expires_after_ten_minutes(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server()
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        integration_id, handle, _ = await _pending_confirmation(
+            time_skipping_env, settings, engine, keyring, worker
+        )
+        await time_skipping_env.sleep(timedelta(minutes=9))
+        waiting = await handle.query(IntegrationWorkflow.state)
+        result = await handle.result()
+
+    assert waiting.status == "PENDING_CONFIRMATION"
+    assert result.status == "EXPIRED"
+    assert TokenStore(engine, keyring).read(integration_id) is None
+    assert len(server.state.revoked) == 2
+    assert events_of(engine, integration_id) == ["integration.error"]
+
+
+async def test_a_confirmation_whose_message_was_lost_connects_at_the_deadline(
+    time_skipping_env: WorkflowEnvironment,
+    auth_server: Callable[..., AuthServer],
+    oauth_settings: Callable[..., Settings],
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    server = auth_server()
+    settings = oauth_settings({PROVIDER: server.catalog_entry()})
+    async with oauth_worker(time_skipping_env, settings, engine, keyring) as worker:
+        integration_id, handle, code = await _pending_confirmation(
+            time_skipping_env, settings, engine, keyring, worker
+        )
+        # The confirm route checked the code, then died before its update reached the
+        # workflow: at the deadline the workflow finds the confirmation and connects.
+        assert confirm_connection(engine, integration_id, code).result == Confirmation.CONFIRMED
+        await time_skipping_env.sleep(timedelta(minutes=11))
+        state = await handle.query(IntegrationWorkflow.state)
+
+    assert state.status == "CONNECTED"
+    assert integration_row(engine, integration_id).status == "CONNECTED"
+    assert TokenStore(engine, keyring).read(integration_id) is not None
+    assert server.state.revoked == []
+    assert events_of(engine, integration_id) == ["integration.connected"]

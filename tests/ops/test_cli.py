@@ -181,3 +181,76 @@ def test_production_refuses_development_defaults_naming_each(tmp_path: Path) -> 
 def test_invalid_setting_is_a_one_line_error(tmp_path: Path) -> None:
     env = dict(os.environ, DATA_DIR=str(tmp_path / "state"), API_PORT="eighty")
     assert_one_line_error(relay("migrate", env=env, cwd=tmp_path), "API_PORT")
+
+
+def test_keys_create_grants_the_scopes_asked_for_and_app_by_default(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = cli_env(make_settings, database_url_of(engine))
+    plain = relay("keys", "create", "web-app", env=env, cwd=tmp_path)
+    operator = relay("keys", "create", "operator", "--scope", "codec", env=env, cwd=tmp_path)
+    reader = relay(
+        "keys", "create", "token-reader",
+        "--scope", "credentials:read,codec", "--scope", "app",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    for result in (plain, operator, reader):
+        assert result.returncode == 0, result.stderr
+    assert "with scope app;" in plain.stdout
+    assert "with scope codec;" in operator.stdout
+    assert "with scopes app,credentials:read,codec;" in reader.stdout
+
+    with engine.connect() as connection:
+        scopes = dict(connection.execute(text("SELECT name, scopes FROM api_keys")).all())
+    assert scopes == {
+        "web-app": "app",
+        "operator": "codec",
+        "token-reader": "app credentials:read codec",
+    }
+
+    listed = relay("keys", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.strip().splitlines()
+    assert header.split() == ["NAME", "PREFIX", "SCOPES", "CREATED", "STATUS"]
+    shown = {row.split()[0]: row.split()[2] for row in rows}
+    assert shown == {
+        "web-app": "app",
+        "operator": "codec",
+        "token-reader": "app,credentials:read,codec",
+    }
+    for result in (plain, operator, reader):
+        assert result.stdout.strip().splitlines()[-1] not in listed.stdout
+
+
+def test_unknown_or_empty_scopes_are_one_line_errors(
+    engine: Engine, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = cli_env(make_settings, database_url_of(engine))
+    line = assert_one_line_error(
+        relay("keys", "create", "x", "--scope", "superuser", env=env, cwd=tmp_path),
+        "'superuser'",
+    )
+    for scope in ("admin", "app", "credentials:read", "codec"):
+        assert scope in line
+    assert_one_line_error(
+        relay("keys", "create", "x", "--scope", ",", env=env, cwd=tmp_path), "at least one scope"
+    )
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar_one() == 0
+
+
+async def test_scoped_keys_from_the_cli_are_enforced_by_the_api(
+    stack: Stack, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = cli_env(make_settings, database_url_of(stack.engine))
+    created = relay("keys", "create", "cli-codec", "--scope", "codec", env=env, cwd=tmp_path)
+    raw = created.stdout.strip().splitlines()[-1]
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
+        headers = {"Authorization": f"Bearer {raw}"}
+        runs = await http.get("/v1/runs", headers=headers)
+        decoded = await http.post("/codec/decode", json={"payloads": []}, headers=headers)
+    assert runs.status_code == 403
+    assert (
+        runs.json()["error"]["code"] == "FORBIDDEN" and "'app'" in runs.json()["error"]["message"]
+    )
+    assert decoded.status_code == 200

@@ -245,6 +245,8 @@ async def test_relay_dev_runs_recovers_stops_cleanly_and_keeps_runs(
     print(f"relay dev ready and UI served in {time.monotonic() - started:.1f}s")
     ui_settings = (await http.get(f"{stack.ui}/api/v1/settings")).json()
     assert ui_settings["Codec"]["Endpoint"] == f"http://localhost:{stack.api_port}/codec"
+    # The UI sends the codec session's cookie with its decode calls (relay/dev_ui.py).
+    assert ui_settings["Codec"]["IncludeCredentials"] is True
     banner = stack.log()
     assert f"http://localhost:{stack.api_port}/docs" in banner
     assert f"http://localhost:{stack.ui_port}" in banner

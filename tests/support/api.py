@@ -14,8 +14,10 @@ from relay.api_keys import create_key
 from tests.conftest import TEMPORAL_CLI, free_port
 
 
-def new_key(engine: Engine) -> str:
-    _, raw = create_key(engine, f"test-{uuid.uuid4().hex[:8]}")
+def new_key(engine: Engine, *scopes: str) -> str:
+    """A new key with `scopes`; by default `admin`, so a test that is not about scopes
+    can call every route (`relay keys create` defaults to `app`)."""
+    _, raw = create_key(engine, f"test-{uuid.uuid4().hex[:8]}", scopes or ["admin"])
     return raw
 
 

@@ -89,3 +89,23 @@ def test_at_most_ten_old_secrets(keyring: Keyring) -> None:
         rotation = rotate(keyring, endpoint_id, sealed, old, now)
         sealed, old = rotation.sealed, rotation.old_secrets
     assert len(old) == MAX_OLD_SECRETS
+
+
+def test_expire_previous_leaves_only_the_new_secret_signing(keyring: Keyring) -> None:
+    endpoint_id = uuid.uuid4()
+    first = generate_secret()
+    now = datetime.now(UTC)
+    kept = rotate(keyring, endpoint_id, seal_secret(keyring, endpoint_id, first), [], now)
+    assert kept.previous_expires_at == now + timedelta(hours=24)
+    expired = rotate(keyring, endpoint_id, kept.sealed, kept.old_secrets, now, expire_previous=True)
+    assert expired.old_secrets == [] and expired.previous_expires_at == now
+    keys = signing_keys(keyring, endpoint_id, expired.sealed, expired.old_secrets, now)
+    assert keys == [secret_key(expired.secret)]
+
+    msg_id, ts, body = "msg_1", int(now.timestamp()), b"{}"
+    header = signature_header(keys, msg_id, ts, body)
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": header}
+    Webhook(expired.secret).verify(body, headers)
+    for leaked in (first, kept.secret):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(leaked).verify(body, headers)

@@ -28,6 +28,7 @@ from relay.models.oauth import Integration
 from relay.oauth.contracts import (
     AuthorizationCallback,
     AuthorizationOutcome,
+    ConfirmationSettled,
     DisconnectOutcome,
     DisconnectRequest,
     IntegrationInput,
@@ -41,6 +42,11 @@ from workflows.oauth import IntegrationWorkflow
 
 ParamT = TypeVar("ParamT")
 ResultT = TypeVar("ResultT")
+
+
+def confirmation_window_seconds(settings: Settings) -> int:
+    """OAUTH_CONFIRMATION_WINDOW, as the workflow takes it."""
+    return max(1, int(settings.oauth_confirmation_window.total_seconds()))
 
 
 def integration_search_attributes(integration: Integration) -> TypedSearchAttributes:
@@ -65,6 +71,7 @@ async def start_integration(
             user_id=integration.user_id,
             provider=integration.provider,
             callback_deadline=callback_deadline,
+            confirmation_window_seconds=confirmation_window_seconds(settings),
         ),
         id=integration_workflow_id(integration.id),
         task_queue=settings.temporal_task_queue,
@@ -113,6 +120,7 @@ async def _update(
             user_id=integration.user_id,
             provider=integration.provider,
             recover=True,
+            confirmation_window_seconds=confirmation_window_seconds(settings),
         ),
         id=integration_workflow_id(integration.id),
         task_queue=settings.temporal_task_queue,
@@ -147,3 +155,16 @@ async def disconnect(
     client: Client, settings: Settings, integration: Integration, request: DisconnectRequest
 ) -> DisconnectOutcome:
     return await _update(client, settings, integration, IntegrationWorkflow.disconnect, request)
+
+
+async def settle_confirmation(
+    client: Client, settings: Settings, integration: Integration
+) -> AuthorizationOutcome:
+    """Tell the workflow the confirm route settled its confirmation in the database."""
+    return await _update(
+        client,
+        settings,
+        integration,
+        IntegrationWorkflow.settle_confirmation,
+        ConfirmationSettled(),
+    )

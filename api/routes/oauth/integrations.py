@@ -5,12 +5,16 @@ of its tokens) as a Temporal update, sent by `workflows.clients.oauth` with
 update-with-start (`USE_EXISTING`), so a connection whose run ended unexpectedly
 (terminated by an operator, a lost Temporal cluster) resumes from the database on its
 next request; the routes read the database directly, through `relay.oauth.repository`.
-GET …/credentials is the only route that returns a token.
+GET …/credentials is the only route that returns a token, or the token response's
+sealed extras. With requireConfirmation the callback hands the application a one-time
+code, and POST …/confirm checks it (in the database, once) before the workflow
+connects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +24,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.engine import Engine
+from temporalio.service import RPCError
 
 from api.deps import (
     ApiKeyDep,
@@ -29,11 +34,13 @@ from api.deps import (
     SettingsDep,
     TemporalDep,
     require_api_key,
+    require_scope,
 )
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
 from api.pagination import newest_first_page, page
 from api.schemas.oauth import (
     ID_PATTERN,
+    ConfirmRequest,
     Credentials,
     InitiateRequest,
     InitiateResult,
@@ -47,8 +54,9 @@ from relay.db import utcnow
 from relay.errors import ErrorCode, RelayError
 from relay.models.oauth import Integration, IntegrationStatus
 from relay.oauth import repository
-from relay.oauth.catalog import ConnectionConfigError
+from relay.oauth.catalog import Catalog, ConnectionConfigError
 from relay.oauth.contracts import (
+    MAX_CONFIRMATION_ATTEMPTS,
     TERMINAL_STATUSES,
     AuthorizationCallback,
     AuthorizationOutcome,
@@ -57,13 +65,17 @@ from relay.oauth.contracts import (
     RefreshRequest,
 )
 from relay.oauth.flow import (
+    CONFIRMATION_PARAM,
+    Confirmation,
     callback_url,
+    confirm_connection,
     consume_state,
     create_authorization,
     discard_authorization,
     redirect_allowed,
     with_query,
 )
+from relay.oauth.protocol import public_extras
 from relay.oauth.schedule import refresh_due_at
 from relay.oauth.tokens import TokenStore
 from workflows.clients import oauth as workflow_client
@@ -95,8 +107,13 @@ async def _load(engine: Engine, integration_id: uuid.UUID) -> Integration:
     return integration
 
 
-def _public(integration: Any) -> IntegrationPublic:
-    return IntegrationPublic.model_validate(integration)
+def _public(integration: Any, catalog: Catalog) -> IntegrationPublic:
+    """The wire model; providerData only as far as the catalog's public_extras allow (rows
+    written before extras were sealed may hold more)."""
+    public = IntegrationPublic.model_validate(integration)
+    entry = catalog.get(public.provider)
+    public.provider_data = public_extras(public.provider_data, entry.public_extras if entry else [])
+    return public
 
 
 class _Flights:
@@ -201,6 +218,11 @@ async def initiate(
     except ConnectionConfigError as exc:
         raise _validation(f"connectionConfig.{exc.field}", str(exc)) from None
     scopes = body.scopes if body.scopes is not None else list(entry.default_scopes)
+    require_confirmation = (
+        body.require_confirmation
+        if body.require_confirmation is not None
+        else settings.oauth_require_confirmation
+    )
     pending = await asyncio.to_thread(
         create_authorization,
         engine,
@@ -214,6 +236,7 @@ async def initiate(
         connection_config=connection_config,
         metadata=body.metadata or {},
         callback=callback_url(settings.base_url, entry.key),
+        require_confirmation=require_confirmation,
     )
     integration = pending.integration
     try:
@@ -227,6 +250,7 @@ async def initiate(
             authorization_url=pending.authorization_url,
             state=pending.state,
             expires_at=pending.expires_at,
+            require_confirmation=require_confirmation,
         )
     )
 
@@ -237,7 +261,9 @@ async def initiate(
     description=(
         "Consumes the state (once), hands the code to the integration's workflow and waits "
         "for the exchange, then redirects (302) to the application's redirectUri with "
-        "`status=success&integrationId=…` or `status=error&code=OAUTH_FAILED&message=…`. "
+        "`status=success&integrationId=…` or `status=error&code=OAUTH_FAILED&message=…`; "
+        "with requireConfirmation, `status=pending_confirmation&relay_confirmation=<code>` "
+        "(the one-time code for POST /v1/integrations/{id}/confirm). "
         "An unknown, expired or used state gets 400 OAUTH_FAILED and touches no workflow."
     ),
     status_code=302,
@@ -274,6 +300,7 @@ async def callback(
         state=state,
         code=None if error_text else code,
         error=error_text,
+        confirmation_window=settings.oauth_confirmation_window,
     )
     if consumed is None:
         raise RelayError(
@@ -282,6 +309,9 @@ async def callback(
     integration = await _load(engine, consumed.integration_id)
     back = consumed.redirect_uri
     identity = {"integrationId": str(integration.id), "provider": integration.provider}
+    # The application confirms with this once it has checked its own session: the browser
+    # coming back may not belong to the user who started the connection.
+    confirm = {CONFIRMATION_PARAM: consumed.confirmation_code} if consumed.confirmation_code else {}
     try:
         outcome: AuthorizationOutcome = await asyncio.wait_for(
             workflow_client.complete_authorization(
@@ -290,7 +320,7 @@ async def callback(
             CALLBACK_WAIT.total_seconds(),
         )
     except TimeoutError:
-        return _redirect(with_query(back, {"status": "pending", **identity}))
+        return _redirect(with_query(back, {"status": "pending", **identity, **confirm}))
     except RelayError as exc:
         return _redirect(
             with_query(
@@ -304,7 +334,11 @@ async def callback(
             )
         )
     if outcome.connected:
-        return _redirect(with_query(back, {"status": "success", **identity}))
+        return _redirect(with_query(back, {"status": "success", **identity, **confirm}))
+    if outcome.status == IntegrationStatus.PENDING_CONFIRMATION:
+        return _redirect(
+            with_query(back, {"status": "pending_confirmation", **identity, **confirm})
+        )
     return _redirect(
         with_query(
             back,
@@ -326,6 +360,7 @@ async def callback(
 )
 async def list_integrations(
     engine: EngineDep,
+    catalog: CatalogDep,
     user_id: Annotated[str | None, Query(alias="userId", max_length=255)] = None,
     provider: Annotated[str | None, Query(max_length=64)] = None,
     is_active: Annotated[bool | None, Query(alias="isActive")] = None,
@@ -339,7 +374,7 @@ async def list_integrations(
     rows, next_cursor = await newest_first_page(
         engine, repository.INTEGRATIONS, query, cursor, limit
     )
-    return page([_public(row) for row in rows], next_cursor)
+    return page([_public(row, catalog) for row in rows], next_cursor)
 
 
 @protected.get(
@@ -348,8 +383,10 @@ async def list_integrations(
     response_model=Envelope[IntegrationPublic],
     responses=error_responses(401, 404, 422),
 )
-async def get_integration(integration_id: uuid.UUID, engine: EngineDep) -> dict[str, Any]:
-    return ok(_public(await _load(engine, integration_id)))
+async def get_integration(
+    integration_id: uuid.UUID, engine: EngineDep, catalog: CatalogDep
+) -> dict[str, Any]:
+    return ok(_public(await _load(engine, integration_id), catalog))
 
 
 @protected.patch(
@@ -362,6 +399,7 @@ async def update_integration(
     integration_id: uuid.UUID,
     body: Annotated[IntegrationUpdate, Body(examples=[{"name": "@acme", "isActive": False}])],
     engine: EngineDep,
+    catalog: CatalogDep,
 ) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
@@ -371,7 +409,7 @@ async def update_integration(
     )
     if integration is None:
         raise _not_found(integration_id)
-    return ok(_public(integration))
+    return ok(_public(integration, catalog))
 
 
 @protected.delete(
@@ -384,6 +422,7 @@ async def delete_integration(
     integration_id: uuid.UUID,
     settings: SettingsDep,
     engine: EngineDep,
+    catalog: CatalogDep,
     client: TemporalDep,
 ) -> dict[str, Any]:
     integration = await _load(engine, integration_id)
@@ -392,7 +431,7 @@ async def delete_integration(
             client, settings, integration, DisconnectRequest(reason="api")
         )
         integration = await _load(engine, integration_id)
-    return ok(_public(integration))
+    return ok(_public(integration, catalog))
 
 
 @protected.get(
@@ -420,6 +459,13 @@ async def list_sync_logs(
 
 
 def _require_connected(integration: Integration) -> None:
+    if integration.status == IntegrationStatus.PENDING_CONFIRMATION:
+        raise RelayError(
+            ErrorCode.CONFLICT,
+            "the connection awaits the application's confirmation: POST "
+            f"/v1/integrations/{integration.id}/confirm with the relay_confirmation code",
+            {"status": str(integration.status)},
+        )
     if integration.status == IntegrationStatus.NEEDS_REAUTH:
         raise RelayError(
             ErrorCode.REFRESH_FAILED,
@@ -467,6 +513,7 @@ async def refresh_integration(
 
 @protected.get(
     "/integrations/{integration_id}/credentials",
+    dependencies=[Depends(require_scope("credentials:read"))],
     summary="A valid access token (the only route that returns one)",
     description=(
         "Refreshed first (by the integration's workflow, so concurrent callers share one "
@@ -492,6 +539,13 @@ async def get_credentials(
     if not integration.is_active:
         raise RelayError(ErrorCode.CONFLICT, "the integration is inactive (PATCH isActive)")
     _require_connected(integration)
+    if await asyncio.to_thread(repository.awaiting_confirmation, engine, integration_id):
+        # Defence in depth: the status says CONNECTED, the state row says unconfirmed.
+        raise RelayError(
+            ErrorCode.CONFLICT,
+            "the connection awaits the application's confirmation",
+            {"status": IntegrationStatus.PENDING_CONFIRMATION.value},
+        )
     entry = catalog.get(integration.provider)
     buffer = entry.token_expiration_buffer if entry else 300
     refreshed = False
@@ -526,7 +580,81 @@ async def get_credentials(
             token_type=integration.token_type,
             expires_at=integration.expires_at,
             scope=list(integration.scope or []),
+            # Rows written before extras were sealed kept them in providerData.
+            extras=tokens.extras if tokens.extras is not None else integration.provider_data,
         )
+    )
+
+
+_CONFIRMATION_REFUSALS = {
+    Confirmation.NOT_REQUIRED: "the connection was initiated without requireConfirmation",
+    Confirmation.NOT_READY: "the user has not come back from the provider yet",
+    Confirmation.ALREADY_CONFIRMED: "the connection is already confirmed; a code is single use",
+    Confirmation.EXPIRED: "the confirmation window closed or the connection ended; connect again",
+}
+
+
+@protected.post(
+    "/integrations/{integration_id}/confirm",
+    summary="Confirm a connection initiated with requireConfirmation",
+    description=(
+        "The defence against connection fixation: call it only once your own session "
+        "shows that the browser which came back with `relay_confirmation` belongs to the "
+        "user who initiated the connection. The right code (once, within "
+        "OAUTH_CONFIRMATION_WINDOW) makes the integration CONNECTED; a wrong one is 400 "
+        f"INVALID_CONFIRMATION_CODE, and the {MAX_CONFIRMATION_ATTEMPTS}th wrong one burns "
+        "the confirmation (429 TOO_MANY_ATTEMPTS from then on; the connection is revoked "
+        "and wiped). A used, expired or unneeded confirmation is 409 CONFLICT."
+    ),
+    response_model=Envelope[IntegrationPublic],
+    responses=error_responses(400, 401, 404, 409, 422, 429, 503),
+)
+async def confirm_integration(
+    integration_id: uuid.UUID,
+    body: ConfirmRequest,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    client: TemporalDep,
+) -> dict[str, Any]:
+    integration = await _load(engine, integration_id)
+    attempt = await asyncio.to_thread(confirm_connection, engine, integration_id, body.code)
+    if attempt.result == Confirmation.CONFIRMED:
+        outcome = await workflow_client.settle_confirmation(client, settings, integration)
+        if not outcome.connected:
+            raise RelayError(
+                ErrorCode.CONFLICT,
+                outcome.message or f"the integration is {outcome.status}",
+                {"status": outcome.status},
+            )
+        return ok(_public(await _load(engine, integration_id), catalog))
+    if attempt.result == Confirmation.WRONG_CODE:
+        raise RelayError(
+            ErrorCode.INVALID_CONFIRMATION_CODE,
+            "the confirmation code is wrong",
+            {"attemptsLeft": attempt.attempts_left},
+        )
+    if attempt.result == Confirmation.TOO_MANY_ATTEMPTS:
+        if (await _load(engine, integration_id)).status not in TERMINAL_STATUSES:
+            # End it now (revoke, wipe); the workflow's deadline would otherwise.
+            with contextlib.suppress(RelayError, RPCError):
+                await workflow_client.settle_confirmation(client, settings, integration)
+        raise RelayError(
+            ErrorCode.TOO_MANY_ATTEMPTS,
+            f"{MAX_CONFIRMATION_ATTEMPTS} wrong confirmation codes: the connection cannot be "
+            "confirmed any more; connect again",
+        )
+    if attempt.result == Confirmation.ALREADY_CONFIRMED and (
+        integration.status == IntegrationStatus.PENDING_CONFIRMATION
+    ):
+        # The first confirmation's message to the workflow was lost: deliver it again.
+        with contextlib.suppress(RelayError, RPCError):
+            await workflow_client.settle_confirmation(client, settings, integration)
+        integration = await _load(engine, integration_id)
+    raise RelayError(
+        ErrorCode.CONFLICT,
+        _CONFIRMATION_REFUSALS[attempt.result],
+        {"status": str(integration.status), "reason": attempt.result.value},
     )
 
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from api.deps import EngineDep, KeyringDep, SettingsDep, require_api_key
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
@@ -18,6 +18,7 @@ from api.schemas.webhooks import (
     Recovered,
     RecoverRequest,
     RotatedSecret,
+    RotateSecretRequest,
     Webhook,
     WebhookCreate,
     WebhookUpdate,
@@ -33,7 +34,7 @@ from relay.webhooks import outbox, repository
 from relay.webhooks.contracts import DeliveryStatus
 from relay.webhooks.endpoints import header_problems, seal_headers
 from relay.webhooks.publish import deliveries_table, endpoints_table
-from relay.webhooks.signing import generate_secret, rotate, seal_secret
+from relay.webhooks.signing import generate_secret, seal_secret
 from relay.webhooks.ssrf import SsrfGuard, UnsafeUrlError
 
 router = APIRouter(
@@ -186,29 +187,35 @@ async def delete_webhook(webhook_id: uuid.UUID, engine: EngineDep) -> dict[str, 
     "/{webhook_id}/rotate-secret",
     summary="Rotate the signing secret",
     description="Returns the new secret. The old one keeps signing beside it for 24 hours: "
-    "`webhook-signature` then carries both signatures.",
+    '`webhook-signature` then carries both signatures. With `{"expirePrevious": true}` '
+    "(after a leak) every earlier secret stops signing at once and the next delivery carries "
+    "only the new signature. The body is optional. Concurrent rotations are applied one after "
+    "another; none loses another's secret.",
     response_model=Envelope[RotatedSecret],
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 409, 422),
 )
 async def rotate_secret(
-    webhook_id: uuid.UUID, engine: EngineDep, keyring: KeyringDep
+    webhook_id: uuid.UUID,
+    engine: EngineDep,
+    keyring: KeyringDep,
+    body: Annotated[RotateSecretRequest | None, Body()] = None,
 ) -> dict[str, Any]:
-    row = await asyncio.to_thread(repository.load_endpoint, engine, webhook_id)
-    now = utcnow()
-    rotation = rotate(keyring, webhook_id, row.secret, list(row.old_secrets or []), now)
-    await asyncio.to_thread(
-        repository.store_secrets,
+    expire_previous = body.expire_previous if body is not None else False
+    applied = await asyncio.to_thread(
+        repository.rotate_secret,
         engine,
+        keyring,
         webhook_id,
-        secret=rotation.sealed,
-        old_secrets=rotation.old_secrets,
-        now=now,
+        expire_previous=expire_previous,
+        now=utcnow(),
     )
     return ok(
         RotatedSecret(
             id=webhook_id,
-            secret=rotation.secret,
-            previous_secret_expires_at=datetime.fromisoformat(rotation.old_secrets[0]["expiresAt"]),
+            secret=applied.rotation.secret,
+            previous_secret_expires_at=applied.rotation.previous_expires_at,
+            previous_secrets_expired=expire_previous,
+            secret_version=applied.version,
         )
     )
 

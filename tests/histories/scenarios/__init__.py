@@ -85,7 +85,7 @@ class Recording:
         keyring = self.keyring
         client = await connect(settings, keyring)
         context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
-        _, api_key = create_key(engine, "recorder")
+        _, api_key = create_key(engine, "recorder", ["admin"])
         worker = build_worker(
             context,
             extra_workflows=self.extra_workflows,
