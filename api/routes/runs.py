@@ -22,7 +22,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import SettingsDep, TemporalDep, require_api_key
+from api.deps import KeyringDep, SettingsDep, TemporalDep, require_api_key
 from api.envelope import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -35,6 +35,7 @@ from api.envelope import (
 from api.pagination import page as page_envelope
 from relay import search_attributes
 from relay.capabilities import CAPABILITIES
+from relay.crypto import DecryptionError, Keyring
 from relay.errors import ErrorCode, RelayError
 from relay.settings import Settings
 
@@ -162,13 +163,42 @@ def _clause(field: str, value: str | None) -> str | None:
     return f"{field} = '{value}'"
 
 
-def _cursor_token(cursor: str | None) -> bytes | None:
+# Cursors: Temporal's visibility page token, sealed under the encryption keyring with the
+# list's query as associated data. Temporal's token format is its own (the dev server and
+# SQL visibility parse it as JSON, and answer an unparsable one with UNKNOWN, which the
+# client retries for about 9 s before the request fails), so a cursor Relay did not issue
+# for this very query must never reach Temporal: it fails authentication here, at once.
+_CURSOR_PURPOSE = "runs-cursor"
+
+
+def _cursor_context(query: str | None) -> str:
+    return f"{_CURSOR_PURPOSE}:{query or ''}"
+
+
+def _invalid_cursor(message: str) -> RelayError:
+    return RelayError(
+        ErrorCode.VALIDATION_ERROR,
+        "cursor is not valid",
+        [{"field": "cursor", "in": "query", "message": message}],
+    )
+
+
+def encode_run_cursor(keyring: Keyring, query: str | None, token: bytes) -> str:
+    sealed = keyring.seal(base64.urlsafe_b64encode(token).decode(), _cursor_context(query))
+    return base64.urlsafe_b64encode(sealed.encode()).decode().rstrip("=")
+
+
+def decode_run_cursor(keyring: Keyring, query: str | None, cursor: str | None) -> bytes | None:
+    """The page token inside a cursor this API issued for `query`; 422 for anything else."""
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor.encode())
-    except (binascii.Error, ValueError):
-        raise RelayError(ErrorCode.VALIDATION_ERROR, "cursor is not valid") from None
+        sealed = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return base64.urlsafe_b64decode(keyring.open(sealed, _cursor_context(query)))
+    except (binascii.Error, ValueError, DecryptionError):
+        raise _invalid_cursor(
+            "pass nextCursor unchanged, with the same filters as the page that returned it"
+        ) from None
 
 
 @router.get(
@@ -179,6 +209,7 @@ def _cursor_token(cursor: str | None) -> bytes | None:
 )
 async def list_runs(
     client: TemporalDep,
+    keyring: KeyringDep,
     workflow_type: Annotated[
         str | None, Query(alias="workflowType", examples=["WebhookDispatchWorkflow"])
     ] = None,
@@ -189,7 +220,13 @@ async def list_runs(
     event_type: Annotated[str | None, Query(alias="eventType")] = None,
     entity_id: Annotated[str | None, Query(alias="entityId")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query()] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="`nextCursor` of the previous page, unchanged, with the same filters; "
+            "anything else is 422."
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     clauses = [
         _clause("WorkflowType", workflow_type),
@@ -201,20 +238,29 @@ async def list_runs(
         _clause(search_attributes.ENTITY_ID.name, entity_id),
     ]
     query = " AND ".join(clause for clause in clauses if clause) or None
-    iterator = client.list_workflows(query, page_size=limit, next_page_token=_cursor_token(cursor))
+    token = decode_run_cursor(keyring, query, cursor)
+    iterator = client.list_workflows(query, page_size=limit, next_page_token=token)
     try:
         await iterator.fetch_next_page()
     except RPCError as exc:
         if exc.status == RPCStatusCode.INVALID_ARGUMENT:
             raise RelayError(
-                ErrorCode.VALIDATION_ERROR, "the run filter or cursor is invalid"
-            ) from exc
+                ErrorCode.VALIDATION_ERROR,
+                "the run filter or cursor is invalid",
+                [
+                    {
+                        "field": "cursor" if token else "filters",
+                        "in": "query",
+                        "message": exc.message,
+                    }
+                ],
+            ) from None
         raise
     page = iterator.current_page or []
-    token = iterator.next_page_token
+    next_token = iterator.next_page_token
     return page_envelope(
         [Run.model_validate(_run(execution)) for execution in page],
-        base64.urlsafe_b64encode(token).decode() if token else None,
+        encode_run_cursor(keyring, query, next_token) if next_token else None,
     )
 
 

@@ -7,6 +7,13 @@ Teredo, NAT64, IPv4-mapped forms of any of these) unless the address is inside
 WEBHOOK_ALLOWED_NETWORKS. One blocked address refuses the whole URL: a name that
 resolves to a public and a private address could be connected to either.
 
+Host names are checked before anything resolves them: every label 1 to 63 characters
+of letters, digits, `-` (not first or last) and `_`, the name at most 253; an
+internationalised name must pass IDNA 2008 (UTS #46), and an `xn--` label must be
+valid Punycode of such a name. The guard resolves the ASCII form, which is what the
+delivery client connects to. Anything else is a refusal (`UnsafeUrlError`), never an
+encoder's exception.
+
 The check runs when an endpoint is created or changed (`check_url`) and again
 before every attempt: the delivery client's resolver is `GuardedResolver`, so every
 new connection goes to an address that passed the guard at connect time (no window
@@ -18,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -31,7 +40,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 MAX_URL_LENGTH = 2048
+MAX_HOST_LENGTH = 253
 _SYNTAX_CACHE = 4096
+# One DNS label in ASCII; `_` is not a host name character but real names carry it.
+_ASCII_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+# The label separators IDNA maps to ".".
+_DOTS = re.compile("[.\u3002\uff0e\uff61]")
 
 _BLOCKED: list[tuple[IPNetwork, str]] = [
     (ipaddress.ip_network(cidr), label)
@@ -78,6 +92,41 @@ class UnsafeUrlError(ValueError):
 
 class BlockedAddressError(OSError):
     """A resolved address is in a blocked range (raised inside the HTTP client)."""
+
+
+def ascii_host(host: str) -> str:
+    """The host name in ASCII (A-labels), as resolvers and HTTP clients see it; raises
+    UnsafeUrlError for a name that is not one (an empty, over-long or invalid label)."""
+    labels = _DOTS.split(host)
+    if len(labels) > 1 and labels[-1] == "":
+        labels.pop()  # the root: "example.com."
+    converted = []
+    for label in labels:
+        if label.isascii():
+            label = label.lower()
+            if not _ASCII_LABEL.match(label):
+                raise UnsafeUrlError(f"the host name has an invalid label: {label[:70]!r}")
+            if label.startswith("xn--"):
+                try:
+                    idna.decode(label)
+                except (idna.IDNAError, UnicodeError, ValueError):
+                    raise UnsafeUrlError(
+                        f"the host name has an invalid internationalised label: {label[:70]!r}"
+                    ) from None
+        else:
+            try:
+                label = idna.encode(label, uts46=True).decode("ascii")
+            except (idna.IDNAError, UnicodeError, ValueError):
+                raise UnsafeUrlError(
+                    f"the host name has a label IDNA refuses: {label[:70]!r}"
+                ) from None
+            if not _ASCII_LABEL.match(label):
+                raise UnsafeUrlError(f"the host name has an invalid label: {label[:70]!r}")
+        converted.append(label)
+    name = ".".join(converted)
+    if len(name) > MAX_HOST_LENGTH:
+        raise UnsafeUrlError(f"the host name is longer than {MAX_HOST_LENGTH} characters")
+    return name
 
 
 def blocked_range(address: IPAddress) -> str | None:
@@ -160,7 +209,7 @@ class SsrfGuard:
         try:
             return host, ipaddress.ip_address(host)
         except ValueError:
-            return host, None
+            return ascii_host(host), None
 
     async def check_url(self, url: str) -> list[str]:
         """Resolve the URL's host; refuse it when any address is blocked. Returns the addresses."""

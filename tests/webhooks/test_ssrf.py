@@ -157,3 +157,66 @@ async def test_every_attempt_is_guarded_again(receiver: Receiver) -> None:
         assert outcome.status_code == 200
     finally:
         await session.close()
+
+
+# Host names no resolver should see: each used to reach the resolver, and some made
+# Python's IDNA codec raise UnicodeError out of the guard (a 500 at webhook creation).
+MALFORMED_HOSTS = [
+    "xn--a.com",  # not valid Punycode
+    "xn--.com",
+    "xn--ls8h.la",  # an emoji: IDNA 2008 refuses it
+    "\u2024.com",  # ONE DOT LEADER
+    "\u200d.example.com",  # a joiner out of context
+    "\udcff.com",  # a lone surrogate
+    "a" * 64 + ".com",  # a label over 63 characters
+    "a..com",
+    ".com",
+    "-a.com",
+    "a-.com",
+    "ex%41mple.com",
+    "\x00.com",
+    "a." * 127 + "com",  # a name over 253 characters
+]
+
+
+@pytest.mark.parametrize("host", MALFORMED_HOSTS)
+async def test_host_names_idna_refuses_are_unsafe_urls(host: str) -> None:
+    resolved: list[str] = []
+
+    async def resolver(name: str) -> list[str]:
+        resolved.append(name)
+        return ["93.184.216.34"]
+
+    with pytest.raises(UnsafeUrlError, match="host name"):
+        await SsrfGuard(resolver=resolver).check_url(f"https://{host}/hook")
+    assert resolved == []
+    # The system resolver path too: a refusal, never a UnicodeError.
+    with pytest.raises(UnsafeUrlError):
+        await SsrfGuard().check_url(f"https://{host}/hook")
+    # And the delivery path's syntax check, which runs before every attempt.
+    with pytest.raises(UnsafeUrlError):
+        SsrfGuard().check_syntax(f"https://{host}/hook")
+
+
+@pytest.mark.parametrize(
+    "host, resolved_as",
+    [
+        ("bücher.de", "xn--bcher-kva.de"),  # IDNA 2008: what the HTTP client connects to
+        ("ß.de", "xn--zca.de"),  # IDNA 2003 (Python's codec) would have resolved ss.de
+        ("xn--bcher-kva.de", "xn--bcher-kva.de"),
+        ("Hooks.Example.COM", "hooks.example.com"),
+        ("hooks.example.com.", "hooks.example.com"),
+        ("a\u3002example.com", "a.example.com"),  # an ideographic full stop separates labels
+        ("my_host.example.com", "my_host.example.com"),  # underscores exist in real names
+        ("a" * 63 + ".com", "a" * 63 + ".com"),
+    ],
+)
+async def test_valid_host_names_resolve_in_ascii(host: str, resolved_as: str) -> None:
+    resolved: list[str] = []
+
+    async def resolver(name: str) -> list[str]:
+        resolved.append(name)
+        return ["93.184.216.34"]
+
+    await SsrfGuard(resolver=resolver).check_url(f"https://{host}/hook")
+    assert resolved == [resolved_as]
