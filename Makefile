@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench-webhooks migrate clean
+.PHONY: dev test lint typecheck bench-webhooks bench-billing migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Relay needs Python 3.11 or newer"; exit 1; }
@@ -34,6 +34,9 @@ typecheck: $(STAMP)
 
 bench-webhooks: $(STAMP)
 	$(BIN)/python -m bench.webhooks
+
+bench-billing: $(STAMP)
+	$(BIN)/python -m bench.billing
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from relay import search_attributes
 from relay.dev_ui import UiFront
 from relay.errors import ConfigError
 from relay.migrate import upgrade
-from relay.settings import Settings
+from relay.sandbox import stripe as stripe_sandbox
+from relay.settings import Settings, child_environment
 
 STOP_GRACE_SECONDS = 25
 READY_WAIT_SECONDS = 90
@@ -92,6 +94,10 @@ class Child:
     started_at: float = field(default=0.0)
     # True: stdout is dropped (the dev server's banner names its private UI port).
     quiet: bool = False
+    # Settings for this child only (the sandboxes point the worker and the API at
+    # themselves), and what to do each time it starts (register with a sandbox).
+    env: dict[str, str] | None = None
+    after_start: Callable[[], None] | None = None
 
     def start(self) -> None:
         # A session of its own: Ctrl-C reaches only the supervisor, which stops the
@@ -101,8 +107,12 @@ class Child:
             preexec_fn=_PREEXEC,
             start_new_session=True,
             stdout=subprocess.DEVNULL if self.quiet else None,
+            stderr=subprocess.DEVNULL if self.quiet and self.name == "localstripe" else None,
+            env=child_environment(self.env) if self.env else None,
         )
         self.started_at = time.monotonic()
+        if self.after_start is not None:
+            self.after_start()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -198,7 +208,7 @@ class Supervisor:
                 process.wait()
 
 
-def _banner(settings: Settings, has_key: bool) -> str:
+def _banner(settings: Settings, has_key: bool, stripe: str | None = None) -> str:
     lines = [
         "",
         "relay is running:",
@@ -210,6 +220,8 @@ def _banner(settings: Settings, has_key: bool) -> str:
         f"  codec login  {settings.base_url}/codec/login",
         f"  data         {settings.data_dir.resolve()}",
     ]
+    if stripe is not None:
+        lines.append(f"  Stripe       {stripe}")
     if not has_key:
         lines.append("No API key yet: create one with `relay keys create NAME`.")
     lines += ["Press Ctrl-C to stop.", ""]
@@ -250,7 +262,24 @@ def run_dev(settings: Settings) -> int:
         ui_port = _free_port()
         ui_front = UiFront(settings.temporal_ui_port, ui_port)
         children.append(Child("temporal", temporal_command(settings, ui_port), quiet=True))
-    children += [Child("worker", [*relay, "worker"]), Child("api", [*relay, "api"])]
+    # SANDBOX=auto: localstripe stands in for a Stripe without credentials.
+    stripe = stripe_sandbox.plan(settings)
+    sandbox_env: dict[str, str] | None = None
+    if stripe is not None:
+        webhook_url = f"http://127.0.0.1:{settings.api_port}/webhooks/stripe"
+        children.append(
+            Child(
+                "localstripe",
+                stripe.command(),
+                quiet=True,
+                after_start=lambda: stripe.register_when_ready(webhook_url),
+            )
+        )
+        sandbox_env = stripe.environment()
+    children += [
+        Child("worker", [*relay, "worker"], env=sandbox_env),
+        Child("api", [*relay, "api"], env=sandbox_env),
+    ]
 
     supervisor = Supervisor(settings, children)
     signal.signal(signal.SIGINT, supervisor.request_stop)
@@ -259,7 +288,8 @@ def run_dev(settings: Settings) -> int:
         if ui_front is not None:
             ui_front.start()
         if supervisor.start():
-            print(_banner(settings, _has_api_key(settings)), flush=True)
+            stripe_line = stripe_sandbox.describe(settings, stripe)
+            print(_banner(settings, _has_api_key(settings), stripe_line), flush=True)
             supervisor.watch()
     finally:
         supervisor.stop()

@@ -136,6 +136,18 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
+    # Inbound provider webhooks (docs/inbound.md): how often the forwarder looks for
+    # events still waiting to be forwarded (recorded while Temporal was down).
+    inbound_poll_interval: Duration = timedelta(milliseconds=500)
+    # Billing (docs/billing.md): how long a subscription whose renewal failed stays
+    # entitled while Stripe retries the card.
+    billing_grace_period: Duration = timedelta(days=7)
+    # How often a Temporal Schedule lists Stripe's events and feeds the inbox any it lacks
+    # (an event lost while Relay or its endpoint was down still reaches its subscription).
+    stripe_reconcile_interval: Duration = timedelta(minutes=10)
+    # `auto`: in development, `relay dev` runs a local sandbox (localstripe, …) for each
+    # provider without credentials; `off`: none. Never in production.
+    sandbox: Literal["auto", "off"] = "auto"
     sendgrid_api_key: SecretStr | None = None
     sendgrid_api_base: str | None = None
     email_from: str | None = None
@@ -172,6 +184,9 @@ class Settings(BaseSettings):
         "webhook_poll_interval",
         "webhook_sweep_grace",
         "oauth_confirmation_window",
+        "inbound_poll_interval",
+        "billing_grace_period",
+        "stripe_reconcile_interval",
         mode="before",
     )
     @classmethod
@@ -330,6 +345,12 @@ def _shown(url: str) -> str:
     if not parts.scheme:
         return repr(url.strip()[:60].split("@")[-1])
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def child_environment(overrides: dict[str, str]) -> dict[str, str]:
+    """The environment of a child process (`relay dev`'s worker and API): this process's,
+    with `overrides` (the settings that point them at a sandbox)."""
+    return {**os.environ, **overrides}
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,6 +2,8 @@
 
 from sqlmodel import SQLModel
 
+from relay.models.billing import BillingCustomer, BillingSubscription
+from relay.models.inbound import InboundCursor, InboundEvent
 from relay.models.oauth import (
     Integration,
     IntegrationCredential,
@@ -25,8 +27,12 @@ metadata = SQLModel.metadata
 __all__ = [
     "ApiKey",
     "AttemptTrigger",
+    "BillingCustomer",
+    "BillingSubscription",
     "CodecSession",
     "DeliveryStatus",
+    "InboundCursor",
+    "InboundEvent",
     "Integration",
     "IntegrationCredential",
     "IntegrationCredentialAccess",
