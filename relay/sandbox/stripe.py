@@ -9,8 +9,10 @@ The tests start it the same way with `--from-scratch`.
 
 localstripe speaks the legacy Plans API (Plans stand in for Prices), ignores
 Idempotency-Key, never renews, and sends `customer.subscription.created/deleted` but
-never `.updated` (TESTING.md). It keeps its state in /tmp/localstripe.pickle unless
-started with `--from-scratch`.
+never `.updated` (TESTING.md). Without `--from-scratch` it loads its state from a fixed
+/tmp/localstripe.pickle that every localstripe on the machine writes, and dies on start
+when another one left it half-written; so Relay always starts it from scratch and the
+sandbox's Stripe state lasts as long as one `relay dev`.
 """
 
 from __future__ import annotations
@@ -74,9 +76,8 @@ class StripeSandbox:
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def command(self, *, from_scratch: bool = False) -> list[str]:
-        command = [localstripe_binary(), "--port", str(self.port)]
-        return [*command, "--from-scratch"] if from_scratch else command
+    def command(self) -> list[str]:
+        return [localstripe_binary(), "--port", str(self.port), "--from-scratch"]
 
     def environment(self) -> dict[str, str]:
         """The settings (as environment variables) that point Relay's Stripe code here."""

@@ -104,7 +104,7 @@ def localstripe() -> Iterator[StripeSandbox]:
     """localstripe on a free port, empty (`--from-scratch`), stopped after the test."""
     sandbox = StripeSandbox()
     process = subprocess.Popen(
-        sandbox.command(from_scratch=True), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        sandbox.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         sandbox.wait_ready()

@@ -24,7 +24,7 @@ def _localstripe() -> Iterator[object]:
 
     sandbox = StripeSandbox(webhook_secret=WEBHOOK_SECRET)
     process = subprocess.Popen(
-        sandbox.command(from_scratch=True), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        sandbox.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         sandbox.wait_ready()
