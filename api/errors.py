@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -96,6 +96,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)
         return error_response(ErrorCode.DATABASE_UNAVAILABLE, "the database is not reachable")
+
+    # The database refused a value the request carried (PostgreSQL: a NUL character in text,
+    # a number out of range): the client's data, so a 422 like any other invalid input.
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        log.info("the database refused a request value: %s", type(exc.orig).__name__)
+        return error_response(
+            ErrorCode.VALIDATION_ERROR,
+            "the request holds a value the database cannot store or compare "
+            "(for example a NUL character)",
+        )
 
     @app.exception_handler(RPCError)
     async def _temporal(_: Request, exc: RPCError) -> JSONResponse:

@@ -276,3 +276,27 @@ async def test_every_platform_error_status_is_the_envelope(openapi: dict) -> Non
             if status.startswith(("4", "5")) and "content" in entry:
                 assert entry["content"]["application/json"]["schema"] == ENVELOPE, (name, status)
     assert "HTTPValidationError" not in str(openapi)
+
+
+# --- values the database cannot hold --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/v1/inbound-events", {"params": {"type": "a\x00b"}}),
+        ("GET", "/v1/subscriptions", {"params": {"userId": "u\x00"}}),
+        ("GET", "/v1/integrations", {"params": {"userId": "u\x00"}}),
+    ],
+)
+async def test_a_nul_character_is_the_clients_error(
+    stack: Stack, engine: Engine, method: str, path: str, kwargs: dict
+) -> None:
+    """PostgreSQL refuses NUL in text (found by the schema fuzz as a 500); SQLite stores it."""
+    async with stack.http() as http:
+        response = await http.request(method, path, **kwargs)
+    if engine.dialect.name == "postgresql":
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    else:
+        assert response.status_code == 200, response.text
