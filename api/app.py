@@ -68,6 +68,9 @@ def create_app(
         # The one Temporal client of this process, connected on first use.
         app.state.temporal = TemporalGateway(lambda: connect(settings, keyring))
         yield
+        marks = getattr(app.state, "inbound_marks", None)
+        if marks is not None:  # what was answered FORWARDED is marked so before exiting
+            await marks.flush()
         flush_tracing()
         if owns_engine:
             engine.dispose()

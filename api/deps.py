@@ -20,6 +20,8 @@ from relay.api_keys import Scope, allows, authenticate, scopes_of
 from relay.codec_sessions import SESSION_TTL, session_key
 from relay.crypto import Keyring
 from relay.errors import ErrorCode, RelayError
+from relay.inbound.group_record import GroupRecorder
+from relay.inbound.marks import ForwardedMarks
 from relay.models.platform import ApiKey
 from relay.oauth.catalog import Catalog, load_catalog
 from relay.settings import Settings
@@ -33,6 +35,24 @@ def get_settings(request: Request) -> Settings:
 
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def forwarded_marks(request: Request) -> ForwardedMarks:
+    """The process's group commit of inbound FORWARDED marks (relay/inbound/marks.py)."""
+    marks = getattr(request.app.state, "inbound_marks", None)
+    if marks is None:
+        marks = request.app.state.inbound_marks = ForwardedMarks(get_engine(request))
+    return marks  # type: ignore[no-any-return]
+
+
+def group_recorder(request: Request) -> GroupRecorder:
+    """The process's group commit of inbound events (relay/inbound/group_record.py)."""
+    recorder = getattr(request.app.state, "inbound_recorder", None)
+    if recorder is None:
+        recorder = request.app.state.inbound_recorder = GroupRecorder(
+            get_engine(request), get_keyring(request)
+        )
+    return recorder  # type: ignore[no-any-return]
 
 
 def get_keyring(request: Request) -> Keyring:

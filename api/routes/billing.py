@@ -23,7 +23,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy import and_, or_
 
-from api.deps import EngineDep, KeyringDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import (
+    EngineDep,
+    SettingsDep,
+    TemporalDep,
+    forwarded_marks,
+    group_recorder,
+    require_api_key,
+)
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
 from api.pagination import page
 from api.schemas.billing import (
@@ -77,7 +84,6 @@ webhooks_router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
 async def stripe_webhook(
     request: Request,
     engine: EngineDep,
-    keyring: KeyringDep,
     settings: SettingsDep,
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> dict[str, Any]:
@@ -89,13 +95,12 @@ async def stripe_webhook(
     )
     event = verify_event(payload, stripe_signature, secrets)
 
-    def record() -> inbox.Recorded:
-        target, object_id = stripe_target(
-            event, functools.partial(billing_repository.relay_id_of, engine)
-        )
-        return inbox.record(
-            engine,
-            keyring,
+    target, object_id = await asyncio.to_thread(
+        stripe_target, event, functools.partial(billing_repository.relay_id_of, engine)
+    )
+    # Committed before the answer; concurrent deliveries share one transaction.
+    recorded = await group_recorder(request).record(
+        inbox.Incoming(
             provider=PROVIDER,
             event_id=event["id"],
             type=str(event.get("type", "")),
@@ -103,8 +108,7 @@ async def stripe_webhook(
             target=target,
             object_id=object_id,
         )
-
-    recorded = await asyncio.to_thread(record)
+    )
     status = recorded.status
     if not recorded.duplicate and recorded.target is not None:
         claimed = Claimed(
@@ -114,12 +118,14 @@ async def stripe_webhook(
             str(event.get("type", "")),
             recorded.object_id,
             recorded.target,
+            lease_until=recorded.lease_until,
         )
         try:
             client = await request.app.state.temporal.client()
         except RelayError:
             client = None
-        if await forward(engine, client, settings.temporal_task_queue, claimed):
+        marks = forwarded_marks(request)
+        if await forward(engine, client, settings.temporal_task_queue, claimed, marks=marks):
             status = InboundStatus.FORWARDED
     data = {
         "id": recorded.id,

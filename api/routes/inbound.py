@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.deps import EngineDep, SettingsDep, require_api_key
+from api.deps import EngineDep, SettingsDep, forwarded_marks, require_api_key
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
 from api.pagination import newest_first_page, page
 from api.schemas.inbound import InboundEvent, inbound_fields
@@ -36,6 +36,7 @@ router = APIRouter(
     responses=error_responses(401, 422),
 )
 async def list_inbound_events(
+    request: Request,
     engine: EngineDep,
     provider: Annotated[str | None, Query(max_length=32)] = None,
     type: Annotated[str | None, Query(max_length=200)] = None,
@@ -43,6 +44,8 @@ async def list_inbound_events(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
+    # What this process answered FORWARDED is listed FORWARDED (marks are group-committed).
+    await forwarded_marks(request).flush()
     query = repository.events_query(
         provider=provider, type=type, status=status.value if status else None
     )
@@ -63,6 +66,7 @@ async def list_inbound_events(
 async def replay_inbound_event(
     event_id: uuid.UUID, request: Request, engine: EngineDep, settings: SettingsDep
 ) -> dict[str, Any]:
+    await forwarded_marks(request).flush()
     claimed = await asyncio.to_thread(repository.replay, engine, event_id)
     try:
         client = await request.app.state.temporal.client()

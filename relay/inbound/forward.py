@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
@@ -28,6 +29,9 @@ from temporalio.common import (
 from relay.db import utcnow
 from relay.inbound import repository
 from relay.inbound.repository import Claimed
+
+if TYPE_CHECKING:
+    from relay.inbound.marks import ForwardedMarks
 
 # A request from a provider must not hang on a Temporal that is down: after this the
 # event stays PENDING for the forwarder.
@@ -65,9 +69,14 @@ async def forward(
     claimed: Claimed,
     *,
     rpc_timeout: timedelta | None = None,
+    marks: ForwardedMarks | None = None,
 ) -> bool:
     """Forward one leased event and record the outcome; False leaves it PENDING (released)
-    for the forwarder's pump. Never raises for an unreachable Temporal."""
+    for the forwarder's pump. Never raises for an unreachable Temporal.
+
+    With `marks` (the API's group commit) and the lease known, the FORWARDED mark is
+    queued rather than written before returning: a mark that is lost leaves the row
+    PENDING, and the forwarder signals it again when the lease runs out."""
     try:
         if client is None:
             raise RuntimeError("Temporal is not reachable")
@@ -77,5 +86,8 @@ async def forward(
             repository.release, engine, claimed.id, f"{type(exc).__name__}: {exc}", now=utcnow()
         )
         return False
+    if marks is not None and claimed.lease_until is not None:
+        marks.add(claimed.id, claimed.lease_until)
+        return True
     await asyncio.to_thread(repository.mark_forwarded, engine, [claimed.id], now=utcnow())
     return True

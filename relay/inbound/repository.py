@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, insert, or_, select, update
+from sqlalchemy import Row, Select, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from relay.crypto import Keyring
 from relay.db import utcnow
@@ -40,6 +40,8 @@ class Recorded:
     status: InboundStatus
     target: ForwardTarget | None
     object_id: str | None = None
+    # The lease the recording caller holds (None for a duplicate or an ignored event).
+    lease_until: datetime | None = None
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Claimed:
     object_id: str | None
     target: ForwardTarget
     replay: bool = False
+    lease_until: datetime | None = None
 
     def signal(self) -> InboundEventSignal:
         return InboundEventSignal(
@@ -73,6 +76,50 @@ def _target(stored: dict[str, Any] | None) -> ForwardTarget | None:
     return ForwardTarget(**stored) if stored else None
 
 
+@dataclass
+class Incoming:
+    """One event to record (see `record`)."""
+
+    provider: str
+    event_id: str
+    type: str
+    payload: bytes
+    target: ForwardTarget | None
+    object_id: str | None = None
+
+
+def _values(keyring: Keyring, incoming: Incoming, now: datetime) -> dict[str, Any]:
+    target = incoming.target
+    status = InboundStatus.PENDING if target else InboundStatus.IGNORED
+    provider, event_id = incoming.provider, incoming.event_id
+    return {
+        "id": uuid.uuid4(),
+        "provider": provider,
+        "event_id": event_id,
+        "type": incoming.type[:200],
+        "object_id": incoming.object_id[:255] if incoming.object_id else None,
+        "status": status.value,
+        "payload": keyring.seal(incoming.payload.decode("utf-8"), _context(provider, event_id)),
+        "target": asdict(target) if target else None,
+        "attempts": 0,
+        "replays": 0,
+        "claimed_until": now + ROUTE_LEASE if target else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _recorded(values: dict[str, Any], target: ForwardTarget | None) -> Recorded:
+    return Recorded(
+        values["id"],
+        False,
+        InboundStatus(values["status"]),
+        target,
+        values["object_id"],
+        values["claimed_until"],
+    )
+
+
 def record(
     engine: Engine,
     keyring: Keyring,
@@ -87,25 +134,8 @@ def record(
 ) -> Recorded:
     """Insert the event once, leased to the caller for forwarding; a duplicate is found,
     not inserted, and never leased (it is not forwarded again)."""
-    now = now or utcnow()
-    row_id = uuid.uuid4()
-    status = InboundStatus.PENDING if target else InboundStatus.IGNORED
-    object_id = object_id[:255] if object_id else None
-    values: dict[str, Any] = {
-        "id": row_id,
-        "provider": provider,
-        "event_id": event_id,
-        "type": type[:200],
-        "object_id": object_id,
-        "status": status.value,
-        "payload": keyring.seal(payload.decode("utf-8"), _context(provider, event_id)),
-        "target": asdict(target) if target else None,
-        "attempts": 0,
-        "replays": 0,
-        "claimed_until": now + ROUTE_LEASE if target else None,
-        "created_at": now,
-        "updated_at": now,
-    }
+    incoming = Incoming(provider, event_id, type, payload, target, object_id)
+    values = _values(keyring, incoming, now or utcnow())
     try:
         with engine.begin() as connection:
             connection.execute(insert(T).values(**values))
@@ -119,7 +149,43 @@ def record(
         if existing is None:  # not the unique constraint after all
             raise
         return Recorded(existing.id, True, InboundStatus(existing.status), _target(existing.target))
-    return Recorded(row_id, False, status, target, object_id)
+    return _recorded(values, target)
+
+
+def record_many(
+    engine: Engine, keyring: Keyring, events: list[Incoming]
+) -> list[Recorded | DataError]:
+    """`record` for several events in one transaction (group commit): every event is
+    committed when this returns. When one of them is already there (a duplicate, even
+    within the batch) or has a value the database refuses, the transaction is rolled
+    back and each is recorded on its own, so one event never fails another: an event the
+    database refuses gets its `DataError` in its place (422 for its request alone)."""
+    now = utcnow()
+    rows = [_values(keyring, incoming, now) for incoming in events]
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(T), rows)
+    except (IntegrityError, DataError):
+        results: list[Recorded | DataError] = []
+        for e in events:
+            try:
+                results.append(
+                    record(
+                        engine,
+                        keyring,
+                        provider=e.provider,
+                        event_id=e.event_id,
+                        type=e.type,
+                        payload=e.payload,
+                        target=e.target,
+                        object_id=e.object_id,
+                        now=now,
+                    )
+                )
+            except DataError as exc:
+                results.append(exc)
+        return results
+    return [_recorded(values, e.target) for values, e in zip(rows, events, strict=True)]
 
 
 def _claimed(row: Row[Any], *, replay: bool = False) -> Claimed:
@@ -180,6 +246,33 @@ def mark_forwarded(engine: Engine, row_ids: list[uuid.UUID], *, now: datetime) -
                 updated_at=now,
             )
         )
+
+
+def mark_forwarded_leased(
+    engine: Engine, leased: list[tuple[uuid.UUID, datetime]], *, now: datetime
+) -> int:
+    """Mark rows FORWARDED in one transaction, each only while it still holds the lease
+    its forwarder took (a replay, a release or a pump's claim since then wins); the
+    number of rows marked."""
+    if not leased:
+        return 0
+    statement = (
+        update(T)
+        .where(T.c.id == bindparam("row_id"), T.c.claimed_until == bindparam("lease"))
+        .values(
+            status=InboundStatus.FORWARDED.value,
+            forwarded_at=now,
+            claimed_until=None,
+            attempts=T.c.attempts + 1,
+            last_error=None,
+            updated_at=now,
+        )
+    )
+    with engine.begin() as connection:
+        result = connection.execute(
+            statement, [{"row_id": row_id, "lease": lease} for row_id, lease in leased]
+        )
+    return max(result.rowcount, 0)
 
 
 def release(engine: Engine, row_id: uuid.UUID, error: str, *, now: datetime) -> None:

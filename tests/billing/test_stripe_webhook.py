@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from stripe import StripeClient
 
 from api.app import create_app
 from relay import search_attributes
 from relay.billing.contracts import SubscriptionState, subscription_workflow_id
+from relay.inbound.marks import ForwardedMarks
 from relay.inbound.repository import T, open_payload
 from relay.settings import Settings
 from tests.billing.helpers import (
@@ -257,3 +260,40 @@ async def test_unconfigured_secret_refuses_every_event(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "PROVIDER_NOT_CONFIGURED"
     assert inbox_rows(engine) == 0
+
+
+async def test_an_event_whose_forwarded_mark_was_lost_is_forwarded_again_and_applied_once(
+    billing_stack: Stack, stripe: StripeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API answers FORWARDED once Temporal accepted the signal and group-commits the
+    mark afterwards; an API that dies before that flush leaves the row PENDING under its
+    lease. When the lease runs out the forwarder signals it again, and the subscription's
+    workflow, which dedupes by event id, applies it once."""
+    monkeypatch.setattr(ForwardedMarks, "add", lambda self, row_id, lease_until: None)
+    sid = outside_subscription(stripe, user_id="user-lost-mark")
+    event = subscription_event(sid)
+    response = await post(billing_stack, *signed(event))
+    assert response.status_code == 200 and response.json()["data"]["status"] == "FORWARDED"
+    with billing_stack.engine.begin() as connection:
+        row = connection.execute(select(T).where(T.c.event_id == event["id"])).one()
+        assert row.status == "PENDING" and row.claimed_until is not None
+        # The API's 30 s lease runs out (the API is gone).
+        connection.execute(
+            update(T)
+            .where(T.c.id == row.id)
+            .values(claimed_until=row.claimed_until - timedelta(minutes=5))
+        )
+
+    def status() -> str:
+        with billing_stack.engine.connect() as connection:
+            return str(connection.execute(select(T.c.status).where(T.c.id == row.id)).scalar_one())
+
+    await eventually(lambda: status() == "FORWARDED", timeout=30)
+    handle = subscription_handle(billing_stack.client, sid)
+
+    async def signalled_twice() -> bool:
+        return await signals_received(handle) == 2
+
+    await eventually(signalled_twice, timeout=30)
+    state = await eventually_applied(billing_stack, sid, 1)
+    assert state.events_applied == 1 and state.last_event_id == event["id"]
