@@ -1,30 +1,34 @@
-"""The Stripe sandbox: localstripe (PyPI), a stateful fake Stripe server.
+"""The Stripe sandbox: localstripe (PyPI), a stateful fake Stripe server, run as Relay's
+extension of it, `relay.sandbox.stripe_server`.
 
 `relay dev` runs it when STRIPE_SECRET_KEY is unset in development (SANDBOX=auto) on a
 free port, hands the worker and the API STRIPE_SECRET_KEY / STRIPE_API_BASE /
 STRIPE_WEBHOOK_SECRET pointing at it, and registers Relay's `/webhooks/stripe` with it
-(its `/_config/webhooks/{id}` route) under a generated webhook secret: localstripe then
+(localstripe's `/_config/webhooks/{id}` route) under a generated webhook secret: it then
 sends its events signed like Stripe's, and Relay verifies them as it would Stripe's.
-The tests start it the same way with `--from-scratch`.
+The tests start it the same way (`StripeSandbox.command()`).
 
 localstripe speaks the legacy Plans API (Plans stand in for Prices), ignores
-Idempotency-Key, never renews, and sends `customer.subscription.created/deleted` but
-never `.updated` (TESTING.md). Without `--from-scratch` it loads its state from a fixed
-/tmp/localstripe.pickle that every localstripe on the machine writes, and dies on start
-when another one left it half-written; so Relay always starts it from scratch and the
-sandbox's Stripe state lasts as long as one `relay dev`.
+Idempotency-Key and, on its own, lacks `pause_collection`, `/v1/subscriptions/{id}/resume`,
+renewals and `customer.subscription.updated` events (TESTING.md). Relay's extension adds
+those: `pause_collection` on subscriptions (honoured by renewals), `/resume` for a `paused`
+subscription, `customer.subscription.updated` with `previous_attributes` whenever a request
+changes a subscription, `invoice.paid`, and the sandbox controls the `/sandbox` page calls
+(`POST /_sandbox/subscriptions/{id}/renew {"outcome": "paid"|"failed"}`,
+`POST /_sandbox/subscriptions/{id}/trial_will_end`, `GET /_sandbox/events`). It keeps its
+state in memory only (localstripe pickles it into one /tmp file that every localstripe on
+the machine writes), so the sandbox's Stripe state lasts as long as one `relay dev`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
-import shutil
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
@@ -46,15 +50,13 @@ def wanted(settings: Settings) -> bool:
     )
 
 
-def localstripe_binary() -> str:
-    candidate = Path(sys.prefix) / "bin" / "localstripe"
-    found = str(candidate) if candidate.exists() else shutil.which("localstripe")
-    if not found:
+def require_localstripe() -> None:
+    """The server extends the localstripe package, which only the dev extra installs."""
+    if importlib.util.find_spec("localstripe") is None:
         raise ConfigError(
             "localstripe is not installed (pip install -e '.[dev]'); set STRIPE_SECRET_KEY "
             "or SANDBOX=off"
         )
-    return found
 
 
 def _free_port() -> int:
@@ -65,8 +67,8 @@ def _free_port() -> int:
 
 @dataclass
 class StripeSandbox:
-    """One localstripe server: its command, the settings that point Relay at it, and the
-    registration of Relay's webhook route with it."""
+    """One sandbox server (localstripe extended): its command, the settings that point
+    Relay at it, and the registration of Relay's webhook route with it."""
 
     port: int = field(default_factory=_free_port)
     webhook_secret: str = field(default_factory=lambda: f"whsec_{secrets.token_urlsafe(32)}")
@@ -77,7 +79,9 @@ class StripeSandbox:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [localstripe_binary(), "--port", str(self.port), "--from-scratch"]
+        """Relay's server (localstripe extended), always from scratch."""
+        require_localstripe()
+        return [sys.executable, "-m", "relay.sandbox.stripe_server", "--port", str(self.port)]
 
     def environment(self) -> dict[str, str]:
         """The settings (as environment variables) that point Relay's Stripe code here."""
