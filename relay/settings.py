@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     temporal_tls: bool | None = None
 
     api_host: str = "127.0.0.1"
-    # Origins of Temporal UIs that call /codec (the dev server's UI is always allowed).
+    # Origins of Temporal UIs that call /codec; outside production the dev server's UI
+    # (TEMPORAL_UI_PORT on localhost) is allowed as well.
     temporal_ui_origins: CommaList = Field(default_factory=list)
     api_port: int = 8000
     temporal_port: int = 7233
@@ -145,6 +146,15 @@ class Settings(BaseSettings):
     # How often a Temporal Schedule lists Stripe's events and feeds the inbox any it lacks
     # (an event lost while Relay or its endpoint was down still reaches its subscription).
     stripe_reconcile_interval: Duration = timedelta(minutes=10)
+    # Payments (docs/payments.md): a payment with no event for this long is re-read from
+    # its provider; one still awaiting the payer after PAYMENT_EXPIRY is canceled.
+    payment_poll_interval: Duration = timedelta(minutes=10)
+    payment_expiry: Duration = timedelta(hours=24)
+    paypal_client_id: str | None = None
+    paypal_client_secret: SecretStr | None = None
+    paypal_mode: Literal["sandbox", "live"] = "sandbox"
+    paypal_api_base: str | None = None
+    paypal_webhook_id: str | None = None
     # `auto`: in development, `relay dev` runs a local sandbox (localstripe, …) for each
     # provider without credentials; `off`: none. Never in production.
     sandbox: Literal["auto", "off"] = "auto"
@@ -165,6 +175,20 @@ class Settings(BaseSettings):
     aws_region: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
+    # Files (docs/files.md): the largest upload accepted, the most pixels an image may
+    # decode to (decompression bombs), the thumbnails' longest sides, how long a
+    # rendition's URL stays valid, and how long an upload may wait to be completed.
+    file_max_bytes: int = Field(default=26_214_400, ge=1)
+    image_max_pixels: int = Field(default=50_000_000, ge=1)
+    thumbnail_sizes: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [64, 128, 256, 512]
+    )
+    file_url_ttl: Duration = timedelta(hours=1)
+    upload_expiry: Duration = timedelta(hours=24)
+    # Signed CDN URLs instead of presigned S3 URLs when all three are set.
+    cloudfront_domain: str | None = None
+    cloudfront_key_pair_id: str | None = None
+    cloudfront_private_key: SecretStr | None = None
     firebase_credentials: str | None = None
     fcm_api_base: str | None = None
     google_api_base: str | None = None
@@ -187,12 +211,27 @@ class Settings(BaseSettings):
         "inbound_poll_interval",
         "billing_grace_period",
         "stripe_reconcile_interval",
+        "payment_poll_interval",
+        "payment_expiry",
+        "file_url_ttl",
+        "upload_expiry",
         mode="before",
     )
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str | int | float):
             return parse_duration(value)
+        return value
+
+    @field_validator("thumbnail_sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, list):
+            sizes = [int(item) for item in value]
+            if not sizes or any(size < 1 for size in sizes):
+                raise ValueError("THUMBNAIL_SIZES needs one or more positive sizes")
+            return sorted(set(sizes))
         return value
 
     @field_validator("webhook_allowed_networks", mode="before")

@@ -12,47 +12,20 @@ import base64
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 from google.protobuf import json_format
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from temporalio.client import Client
 
 from relay.crypto import Keyring
 from relay.temporal import connect
+from tests.ops.conftest import needs_chromium
 from tests.ops.test_dev_stack import DevStack
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is not installed (apt-get install -y chromium; .ci/run does)",
-    ),
-]
+pytestmark = [pytest.mark.e2e, needs_chromium]
 SHOWN_WITHIN_MS = 45_000
-
-
-@pytest.fixture
-def dev_stack(tmp_path: Path, keyring_spec: str) -> Iterator[DevStack]:
-    stack = DevStack(tmp_path, keyring_spec)
-    yield stack
-    if stack.process is not None and stack.process.poll() is None:
-        stack.process.kill()  # its children follow (PR_SET_PDEATHSIG)
-        stack.process.wait()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        # The system's chromium: playwright never downloads a browser here.
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM))
-        yield launched
-        await launched.close()
 
 
 def _banner_url(log: str, label: str) -> str:
