@@ -29,11 +29,13 @@ from relay.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="An API key from `relay keys create NAME`.")
 
 
-def get_settings(request: Request) -> Settings:
+# App-state getters are `async def`: FastAPI runs a plain `def` dependency in its
+# threadpool, which is a thread hop per dependency per request for an attribute read.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
@@ -41,7 +43,7 @@ def forwarded_marks(request: Request) -> ForwardedMarks:
     """The process's group commit of inbound FORWARDED marks (relay/inbound/marks.py)."""
     marks = getattr(request.app.state, "inbound_marks", None)
     if marks is None:
-        marks = request.app.state.inbound_marks = ForwardedMarks(get_engine(request))
+        marks = request.app.state.inbound_marks = ForwardedMarks(request.app.state.engine)
     return marks  # type: ignore[no-any-return]
 
 
@@ -50,12 +52,12 @@ def group_recorder(request: Request) -> GroupRecorder:
     recorder = getattr(request.app.state, "inbound_recorder", None)
     if recorder is None:
         recorder = request.app.state.inbound_recorder = GroupRecorder(
-            get_engine(request), get_keyring(request)
+            request.app.state.engine, request.app.state.keyring
         )
     return recorder  # type: ignore[no-any-return]
 
 
-def get_keyring(request: Request) -> Keyring:
+async def get_keyring(request: Request) -> Keyring:
     return request.app.state.keyring  # type: ignore[no-any-return]
 
 
