@@ -12,7 +12,9 @@ import asyncio
 import importlib
 import importlib.util
 import logging
+import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import timedelta
@@ -37,6 +39,9 @@ from workflows.registry import all_workflows
 log = logging.getLogger("relay.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+# After SIGTERM the process exits by this deadline even if the graceful shutdown hangs
+# (within `relay dev`'s STOP_GRACE_SECONDS plus its SIGKILL margin).
+EXIT_DEADLINE = GRACEFUL_SHUTDOWN + timedelta(seconds=4)
 CONNECT_ATTEMPTS = 60
 # How often the worker checks that the long-lived workflows still run.
 LONG_LIVED_CHECK_INTERVAL = timedelta(seconds=5)
@@ -168,9 +173,19 @@ async def run_worker(settings: Settings) -> None:
     worker = build_worker(context)
 
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            # A shutdown that cannot finish (Temporal gone while an activity's completion
+            # is retried, a task that will not cancel) must not keep the process alive.
+            watchdog = threading.Timer(EXIT_DEADLINE.total_seconds(), os._exit, args=(1,))
+            watchdog.daemon = True
+            watchdog.start()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     log.info("worker polling task queue %r", settings.temporal_task_queue)
     run = asyncio.create_task(worker.run())
