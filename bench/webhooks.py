@@ -115,7 +115,17 @@ async def plain_rate(url: str, count: int) -> float:
 
 
 class Stack:
-    def __init__(self, database_url: str | None) -> None:
+    """Temporal dev server, `relay worker` and `relay api` as processes of their own.
+
+    `persist_temporal=False` keeps the dev server's state in memory (no SQLite file to
+    fsync); `worker=False` runs no worker, so Temporal only accepts what the API sends.
+    """
+
+    def __init__(
+        self, database_url: str | None, *, persist_temporal: bool = True, worker: bool = True
+    ) -> None:
+        self.persist_temporal = persist_temporal
+        self.worker = worker
         self.dir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
         self.api_port = free_port()
         self.temporal_port = free_port()
@@ -150,8 +160,11 @@ class Stack:
                 str(free_port()),
                 "--log-level",
                 "error",
-                "--db-filename",
-                str(self.dir / "temporal.db"),
+                *(
+                    ["--db-filename", str(self.dir / "temporal.db")]
+                    if self.persist_temporal
+                    else []
+                ),
             ]
         )
         upgrade(self.database_url)
@@ -159,7 +172,8 @@ class Stack:
         _, key = create_key(engine, "bench")
         engine.dispose()
         self._wait_port(self.temporal_port)
-        self._spawn([sys.executable, "-m", "relay.cli", "worker"])
+        if self.worker:
+            self._spawn([sys.executable, "-m", "relay.cli", "worker"])
         self._spawn([sys.executable, "-m", "relay.cli", "api"])
         self._wait_port(self.api_port)
         return key
