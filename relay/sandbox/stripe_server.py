@@ -30,6 +30,11 @@ is signed like Stripe's. The state lives in memory only: localstripe would other
 its whole store into one /tmp file shared by every localstripe on the machine after every
 write; Relay's server always starts from scratch (`--from-scratch` is accepted for
 localstripe's command line and changes nothing).
+
+Licences: localstripe is GPL-3.0-or-later and this module imports it, so a running Stripe
+sandbox is one program made of both; Relay's Apache-2.0 code may be combined with GPLv3
+code. localstripe stays out of Relay's runtime dependencies (the dev and test extras
+only) and nothing else in Relay imports it.
 """
 
 from __future__ import annotations
