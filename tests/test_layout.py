@@ -166,3 +166,9 @@ def test_the_app_serves_every_capability_route() -> None:
         app.include_router(router)
     paths = {path for path, _ in api_routes(app)}
     assert {"/v1/runs", "/v1/webhooks", "/v1/events", "/v1/integrations", "/v1/providers"} <= paths
+
+
+def test_only_the_stripe_sandbox_imports_localstripe(graph: grimp.ImportGraph) -> None:
+    # localstripe is GPL-3.0-or-later and a dev/test extra: one sandbox module runs it.
+    importers = {m for m in graph.find_modules_that_directly_import("localstripe")}
+    assert importers == {"relay.sandbox.stripe_server"}
