@@ -27,8 +27,12 @@ from relay import search_attributes
 from relay.dev_ui import UiFront
 from relay.errors import ConfigError
 from relay.migrate import upgrade
+from relay.sandbox import fcm as fcm_sandbox
 from relay.sandbox import paypal as paypal_sandbox
+from relay.sandbox import sendgrid as sendgrid_sandbox
+from relay.sandbox import smtp as smtp_sandbox
 from relay.sandbox import stripe as stripe_sandbox
+from relay.sandbox import twilio as twilio_sandbox
 from relay.settings import Settings, child_environment
 
 STOP_GRACE_SECONDS = 25
@@ -36,7 +40,10 @@ READY_WAIT_SECONDS = 90
 MAX_BACKOFF_SECONDS = 30
 _PR_SET_PDEATHSIG = 1
 # Sandboxes log every request to stderr; the banner and /sandbox say what they do.
-SANDBOX_CHILDREN = frozenset({"localstripe", "paypal-sandbox"})
+SANDBOX_CHILDREN = frozenset(
+    {"localstripe", "paypal-sandbox", "sendgrid-sandbox", "twilio-sandbox", "smtp-sandbox"}
+    | {"fcm-sandbox"}
+)
 
 
 def _die_with_parent() -> None:
@@ -218,6 +225,7 @@ def _banner(
     stripe: str | None = None,
     *,
     paypal: str | None = None,
+    others: tuple[tuple[str, str], ...] = (),
     sandbox_page: bool = False,
 ) -> str:
     lines = [
@@ -237,6 +245,7 @@ def _banner(
         lines.append(f"  Stripe       {stripe}")
     if paypal is not None:
         lines.append(f"  PayPal       {paypal}")
+    lines += [f"  {name:<12} {line}" for name, line in others]
     if not has_key:
         lines.append("No API key yet: create one with `relay keys create NAME`.")
     lines += ["Press Ctrl-C to stop.", ""]
@@ -298,6 +307,27 @@ def run_dev(settings: Settings) -> int:
         paypal.webhook_url = f"http://127.0.0.1:{settings.api_port}/webhooks/paypal"
         children.append(Child("paypal-sandbox", paypal.command(), quiet=True))
         sandbox_env = (sandbox_env or {}) | paypal.environment()
+    # Notifications: SendGrid, Twilio, an SMTP server that captures mail, and FCM, each
+    # sending its provider's signed callbacks to Relay.
+    sendgrid = sendgrid_sandbox.plan(settings)
+    if sendgrid is not None:
+        sendgrid.webhook_url = f"http://127.0.0.1:{settings.api_port}/webhooks/sendgrid/events"
+        children.append(Child("sendgrid-sandbox", sendgrid.command(), quiet=True))
+        sandbox_env = (sandbox_env or {}) | sendgrid.environment()
+    twilio = twilio_sandbox.plan(settings)
+    if twilio is not None:
+        # Twilio signs the URL it posts to; Relay checks it against PUBLIC_BASE_URL.
+        twilio.incoming_url = f"{settings.base_url}/webhooks/twilio/incoming"
+        children.append(Child("twilio-sandbox", twilio.command(), quiet=True))
+        sandbox_env = (sandbox_env or {}) | twilio.environment()
+    smtp = smtp_sandbox.plan(settings)
+    if smtp is not None:
+        children.append(Child("smtp-sandbox", smtp.command(), quiet=True))
+        sandbox_env = (sandbox_env or {}) | smtp.environment()
+    fcm = fcm_sandbox.plan(settings)
+    if fcm is not None:
+        children.append(Child("fcm-sandbox", fcm.command(), quiet=True))
+        sandbox_env = (sandbox_env or {}) | fcm.environment()
     children += [
         Child("worker", [*relay, "worker"], env=sandbox_env),
         Child("api", [*relay, "api"], env=sandbox_env),
@@ -316,6 +346,12 @@ def run_dev(settings: Settings) -> int:
                 _has_api_key(settings),
                 stripe_line,
                 paypal=paypal_sandbox.describe(settings, paypal),
+                others=(
+                    ("SendGrid", sendgrid_sandbox.describe(settings, sendgrid)),
+                    ("Twilio", twilio_sandbox.describe(settings, twilio)),
+                    ("SMTP", smtp_sandbox.describe(settings, smtp)),
+                    ("FCM", fcm_sandbox.describe(settings, fcm)),
+                ),
                 sandbox_page=bool(sandbox_env),
             )
             print(banner, flush=True)

@@ -160,15 +160,22 @@ class Settings(BaseSettings):
     sandbox: Literal["auto", "off"] = "auto"
     sendgrid_api_key: SecretStr | None = None
     sendgrid_api_base: str | None = None
+    # The Event Webhook's verification key (base64 DER, as SendGrid's settings show it).
+    sendgrid_webhook_public_key: str | None = None
     email_from: str | None = None
+    # <templateId>/subject.txt, body.html, body.txt: rendered with Jinja2 for SMTP sends.
+    email_templates_dir: Path | None = None
     smtp_host: str | None = None
     smtp_port: int | None = None
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_tls: bool = True
+    # The SMTP sandbox's HTTP interface (what it captured), for /sandbox; set by `relay dev`.
+    smtp_sandbox_url: str | None = None
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from_number: str | None = None
+    twilio_whatsapp_number: str | None = None
     twilio_api_base: str | None = None
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None

@@ -635,11 +635,11 @@ class SmtpSection(_MessagesSection):
     @classmethod
     def applies(cls, settings: Settings) -> bool:
         # SMTP_SANDBOX_URL is set by `relay dev` with the SMTP sandbox (relay/sandbox/smtp.py).
-        return sandboxed(settings, getattr(settings, "smtp_sandbox_url", None))
+        return sandboxed(settings, settings.smtp_sandbox_url)
 
     @property
     def base(self) -> str:
-        return str(getattr(self.settings, "smtp_sandbox_url", None) or "").rstrip("/")
+        return str(self.settings.smtp_sandbox_url or "").rstrip("/")
 
     async def view(self) -> SectionView:
         problems: list[str] = []
