@@ -9,7 +9,7 @@ code path). Guarantees:
   would create a second customer or subscription);
 - Stripe's refusals are non-retryable failures with Relay's code (VALIDATION_ERROR
   naming the field, Stripe's code in the details); Stripe failing (5xx, 429, no
-  connection) is retried by Temporal (`relay.billing.stripe_shape.refusal`);
+  connection) is retried by Temporal (`relay.stripe_api.refusal`);
 - reads return a `StripeSnapshot` through one adapter for both API shapes.
 """
 
@@ -25,8 +25,8 @@ import stripe
 from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
+from relay import stripe_api
 from relay.billing import repository
 from relay.billing.contracts import (
     RECONCILE_FIRST_LOOKBACK_SECONDS,
@@ -41,28 +41,17 @@ from relay.billing.contracts import (
     SubscriptionView,
     SyncInput,
 )
-from relay.billing.inbound import PROVIDER, RELAY_ID_METADATA, stripe_target
-from relay.billing.stripe_shape import as_dict, first_item, refusal, snapshot
+from relay.billing.inbound import PROVIDER, RELAY_ID_METADATA
+from relay.billing.stripe_shape import first_item, snapshot
 from relay.crypto import Keyring
-from relay.errors import ErrorCode
 from relay.inbound import repository as inbox
 from relay.inbound.forward import forward
 from relay.inbound.repository import Claimed
 from relay.settings import Settings
+from relay.stripe_api import as_dict
+from relay.stripe_router import stripe_target
 from relay.webhooks.publish import publish_event
 from relay.worker_context import WorkerContext
-
-
-def stripe_client(settings: Settings) -> stripe.StripeClient | None:
-    """The SDK client for the configured Stripe (None when no key is set)."""
-    if settings.stripe_secret_key is None:
-        return None
-    base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
-    return stripe.StripeClient(
-        settings.stripe_secret_key.get_secret_value(),
-        base_addresses=base,  # type: ignore[arg-type]
-        max_network_retries=0,  # Temporal retries activities; no retry loop inside one
-    )
 
 
 class BillingActivities:
@@ -81,7 +70,7 @@ class BillingActivities:
         # Reconciliation records into the inbox (sealed) and forwards like the route.
         self._keyring = keyring
         self._client_temporal = client
-        self._stripe = stripe_client(settings)
+        self._stripe = stripe_api.stripe_client(settings)
 
     @classmethod
     def from_context(cls, context: WorkerContext) -> BillingActivities:
@@ -104,19 +93,10 @@ class BillingActivities:
         ]
 
     def _client(self) -> stripe.StripeClient:
-        if self._stripe is None:
-            raise ApplicationError(
-                "STRIPE_SECRET_KEY is not set",
-                type=ErrorCode.PROVIDER_NOT_CONFIGURED.value,
-                non_retryable=True,
-            )
-        return self._stripe
+        return stripe_api.configured(self._stripe)
 
     async def _call(self, field: str, call: Callable[[], Any]) -> Any:
-        try:
-            return await asyncio.to_thread(call)
-        except stripe.StripeError as exc:
-            raise refusal(exc, field) from None
+        return await stripe_api.call(field, call)
 
     def _snapshot(self, subscription: Any) -> StripeSnapshot:
         """Re-read what the snapshot needs beside the subscription (its customer and
@@ -275,7 +255,7 @@ class BillingActivities:
     async def reconcile_stripe_events(self, params: ReconcileInput) -> ReconcileResult:
         """List Stripe's events since the watermark (less an overlap) and feed the inbox
         every one it lacks, then forward them: an event lost while Relay or its endpoint
-        was down still reaches its subscription. Idempotent: the inbox dedupes by id."""
+        was down still reaches its subscription or payment. Idempotent: the inbox dedupes by id."""
         client = self._client()
         result = ReconcileResult()
         mark = await asyncio.to_thread(inbox.watermark, self._engine, PROVIDER)
@@ -322,9 +302,8 @@ class BillingActivities:
         assert keyring is not None, "reconciliation needs the keyring (from_context gives it)"
 
         def record() -> inbox.Recorded:
-            target, object_id = stripe_target(
-                event, lambda sid: repository.relay_id_of(self._engine, sid)
-            )
+            # The same router as /webhooks/stripe: subscriptions, then payments.
+            target, object_id = stripe_target(event, self._engine)
             return inbox.record(
                 self._engine,
                 keyring,

@@ -47,7 +47,6 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities.billing import stripe_client
 from bench.webhooks import Stack
 from relay import search_attributes
 from relay.billing.contracts import (
@@ -60,6 +59,7 @@ from relay.crypto import Keyring
 from relay.inbound.contracts import InboundEventSignal
 from relay.sandbox.stripe import StripeSandbox
 from relay.settings import Settings
+from relay.stripe_api import stripe_client
 from relay.temporal import data_converter
 from tests.billing.helpers import outside_subscription
 from workflows.clients.billing import subscription_state

@@ -2,7 +2,8 @@
 
 `POST /webhooks/stripe` verifies the signature over the raw body against every secret
 in STRIPE_WEBHOOK_SECRET, records the event once in the inbound inbox (sealed) before
-answering 2xx, and forwards it at once to its subscription's workflow; when Temporal is
+answering 2xx, and forwards it at once to the workflow `relay.stripe_router` names (a
+subscription's or a payment's); when Temporal is
 down the event stays PENDING and the inbound forwarder sends it later. A duplicate gets
 2xx and does nothing else; a database that cannot record the event gets 503, so Stripe
 retries.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import uuid
@@ -52,7 +52,6 @@ from relay.billing.contracts import (
     SubscriptionStatus,
     SubscriptionView,
 )
-from relay.billing.inbound import PROVIDER, stripe_target
 from relay.billing.signature import verify_event, webhook_secrets
 from relay.db import as_utc
 from relay.errors import ErrorCode, RelayError
@@ -60,6 +59,7 @@ from relay.inbound import repository as inbox
 from relay.inbound.contracts import InboundStatus
 from relay.inbound.forward import forward
 from relay.inbound.repository import Claimed
+from relay.stripe_router import PROVIDER, stripe_target
 from workflows.clients.billing import (
     cancel_subscription,
     change_subscription,
@@ -76,7 +76,7 @@ webhooks_router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
     summary="Stripe's webhook (public; verified by Stripe-Signature)",
     description="Stripe events are verified (HMAC over the raw body, 300 s tolerance, every "
     "secret in STRIPE_WEBHOOK_SECRET), recorded once by event id and forwarded to the "
-    "subscription's workflow. 400 INVALID_SIGNATURE writes nothing; a duplicate is 200 "
+    "workflow of its subscription or payment. 400 INVALID_SIGNATURE writes nothing; a duplicate is 200 "
     "with `duplicate: true`; 503 when the event could not be recorded (Stripe retries).",
     response_model=Envelope[StripeEventAccepted],
     responses=error_responses(400, 503),
@@ -95,9 +95,8 @@ async def stripe_webhook(
     )
     event = verify_event(payload, stripe_signature, secrets)
 
-    target, object_id = await asyncio.to_thread(
-        stripe_target, event, functools.partial(billing_repository.relay_id_of, engine)
-    )
+    # Billing's subscriptions first, then payments' intents (relay.stripe_router).
+    target, object_id = await asyncio.to_thread(stripe_target, event, engine)
     # Committed before the answer; concurrent deliveries share one transaction.
     recorded = await group_recorder(request).record(
         inbox.Incoming(

@@ -55,6 +55,14 @@ class Subscription(ApiModel):
     cancel_at_period_end: bool = False
     grace_until: datetime | None = None
     decline_code: str | None = None
+    pause_behavior: str | None = Field(
+        default=None,
+        description="While payment collection is paused: keep_as_draft, mark_uncollectible "
+        "or void.",
+    )
+    pause_resumes_at: datetime | None = Field(
+        default=None, description="When a paused collection resumes on its own, if set."
+    )
     client_secret: str | None = Field(
         default=None, description="Confirm the first payment on the client with it, when due."
     )
@@ -77,6 +85,8 @@ def view_fields(view: SubscriptionView) -> dict[str, Any]:
         "cancel_at_period_end": view.cancel_at_period_end,
         "grace_until": view.grace_until,
         "decline_code": view.decline_code,
+        "pause_behavior": view.pause_behavior,
+        "pause_resumes_at": view.pause_resumes_at,
         "client_secret": view.client_secret,
     }
 
@@ -96,6 +106,8 @@ def row_fields(row: Any) -> dict[str, Any]:
         "cancel_at_period_end": row.cancel_at_period_end,
         "grace_until": as_utc(row.grace_until),
         "decline_code": row.decline_code,
+        "pause_behavior": row.pause_behavior,
+        "pause_resumes_at": as_utc(row.pause_resumes_at),
         "created_at": as_utc(row.created_at),
         "updated_at": as_utc(row.updated_at),
     }

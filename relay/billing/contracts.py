@@ -113,6 +113,7 @@ class SubscriptionView:
     grace_until: datetime | None = None
     decline_code: str | None = None
     pause_behavior: str | None = None
+    pause_resumes_at: datetime | None = None
     adopted: bool = False
     # Only in the answer to `create`, when a first payment must be confirmed client-side.
     client_secret: str | None = None
@@ -182,6 +183,7 @@ class StripeSnapshot:
     decline_code: str | None = None
     client_secret: str | None = None
     pause_behavior: str | None = None
+    pause_resumes_at: datetime | None = None
     grace_period_seconds: float = 7 * 86400
 
 

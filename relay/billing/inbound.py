@@ -5,7 +5,8 @@ A Stripe event about a subscription (`customer.subscription.*`) or one of its in
 signal-with-start: a subscription Relay has never seen (created in Stripe's dashboard)
 is adopted by its first event. Only ids are read from the payload here; the workflow
 derives state from the subscription it re-reads from Stripe, never from the payload.
-Events about anything else are recorded and not forwarded (IGNORED).
+Events about anything else are left to the next capability `relay.stripe_router` asks
+(payments), and recorded as IGNORED when none takes them.
 """
 
 from __future__ import annotations

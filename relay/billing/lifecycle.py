@@ -53,6 +53,8 @@ def event_data(view: SubscriptionView) -> dict[str, Any]:
         "cancelAtPeriodEnd": view.cancel_at_period_end,
         "graceUntil": view.grace_until.isoformat() if view.grace_until else None,
         "declineCode": view.decline_code,
+        "pauseBehavior": view.pause_behavior,
+        "pauseResumesAt": view.pause_resumes_at.isoformat() if view.pause_resumes_at else None,
     }
 
 
@@ -94,6 +96,7 @@ def apply_snapshot(
         cancel_at_period_end=snap.cancel_at_period_end,
         decline_code=snap.decline_code,
         pause_behavior=snap.pause_behavior,
+        pause_resumes_at=snap.pause_resumes_at,
         user_id=view.user_id or snap.user_id or f"stripe:{snap.customer_id}",
         client_secret=None,
     )
@@ -186,6 +189,7 @@ _COMPARED = (
     "current_period_end",
     "cancel_at_period_end",
     "pause_behavior",
+    "pause_resumes_at",
     "stripe_customer_id",
 )
 

@@ -67,6 +67,8 @@ def _values(view: SubscriptionView) -> dict[str, Any]:
         "current_period_end": view.current_period_end,
         "grace_until": view.grace_until,
         "decline_code": view.decline_code,
+        "pause_behavior": view.pause_behavior,
+        "pause_resumes_at": view.pause_resumes_at,
         "updated_at": utcnow(),
     }
 

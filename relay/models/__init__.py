@@ -12,6 +12,7 @@ from relay.models.oauth import (
     IntegrationSyncLog,
     OAuthState,
 )
+from relay.models.payments import Payment
 from relay.models.platform import ApiKey, CodecSession, ProviderCall, ProviderCallStatus
 from relay.models.webhooks import (
     AttemptTrigger,
@@ -39,6 +40,7 @@ __all__ = [
     "IntegrationStatus",
     "IntegrationSyncLog",
     "OAuthState",
+    "Payment",
     "ProviderCall",
     "ProviderCallStatus",
     "WebhookAttempt",

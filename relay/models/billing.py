@@ -47,6 +47,8 @@ class BillingSubscription(SQLModel, table=True):
     current_period_end: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     grace_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     decline_code: str | None = Field(default=None, max_length=100)
+    pause_behavior: str | None = Field(default=None, max_length=32)
+    pause_resumes_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False, index=True)
     )

@@ -17,7 +17,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.billing import stripe_client
 from api.app import create_app
 from relay.api_keys import create_key
 from relay.billing.contracts import reconcile_schedule_id
@@ -25,6 +24,7 @@ from relay.crypto import Keyring
 from relay.ledger import Ledger
 from relay.sandbox.stripe import StripeSandbox
 from relay.settings import Settings
+from relay.stripe_api import stripe_client
 from relay.worker_context import WorkerContext
 from tests.billing.helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 from tests.conftest import ServerThread, Stack, task_queue, terminate_running

@@ -51,7 +51,7 @@ async def get(stack: Stack, subscription_id: str) -> dict[str, Any]:
 
 
 async def pause_behavior(stack: Stack, subscription_id: str) -> str | None:
-    """What the workflow holds (the API's subscription has no field for it)."""
+    """What the workflow holds."""
     state = await subscription_state(stack.client, subscription_id)
     assert state.view is not None
     return state.view.pause_behavior
@@ -96,8 +96,10 @@ async def test_pause_with_each_behavior_then_resume(
             held = stripe.v1.subscriptions.retrieve(stripe_id).to_dict()["pause_collection"]
             assert held == {"behavior": behavior, "resumes_at": None}
             assert await pause_behavior(billing_stack, sid) == behavior
+            assert paused.json()["data"]["pauseBehavior"] == behavior
             got = await get(billing_stack, sid)
             assert got["status"] == "active" and got["entitled"] is True
+            assert got["pauseBehavior"] == behavior and got["pauseResumesAt"] is None
 
         resumes_at = (datetime.now(UTC) + timedelta(days=45)).replace(microsecond=0)
         until = await http.post(
@@ -107,6 +109,9 @@ async def test_pause_with_each_behavior_then_resume(
         assert until.status_code == 200, until.text
         held = stripe.v1.subscriptions.retrieve(stripe_id).to_dict()["pause_collection"]
         assert held == {"behavior": "void", "resumes_at": int(resumes_at.timestamp())}
+        shown = await get(billing_stack, sid)
+        assert shown["pauseBehavior"] == "void"
+        assert datetime.fromisoformat(shown["pauseResumesAt"]) == resumes_at
 
         bad = await http.post(f"/v1/subscriptions/{sid}/pause", json={"behavior": "freeze"})
         assert bad.status_code == 422, bad.text
@@ -116,7 +121,9 @@ async def test_pause_with_each_behavior_then_resume(
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["data"]["status"] == "active"
         assert resumed.json()["data"]["entitled"] is True
+        assert resumed.json()["data"]["pauseBehavior"] is None
     assert stripe.v1.subscriptions.retrieve(stripe_id).to_dict()["pause_collection"] is None
+    assert (await get(billing_stack, sid))["pauseBehavior"] is None
     assert await pause_behavior(billing_stack, sid) is None
     await was_published(billing_stack, sid, "subscription.updated")
 

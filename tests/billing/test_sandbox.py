@@ -19,13 +19,13 @@ from sqlalchemy.engine import Engine
 from stripe import StripeClient
 from temporalio.testing import WorkflowEnvironment
 
-from activities.billing import stripe_client
 from relay.crypto import Keyring
 from relay.dev import _banner
 from relay.inbound.repository import T
 from relay.sandbox import stripe as stripe_sandbox
 from relay.sandbox.stripe import SANDBOX_API_KEY, StripeSandbox
 from relay.settings import Settings
+from relay.stripe_api import stripe_client
 from tests.billing.conftest import running_stack
 from tests.billing.helpers import outside_subscription
 from tests.conftest import eventually

@@ -22,7 +22,7 @@ from relay.webhooks.publish import events_table
 from tests.billing.helpers import ensure_plan, outside_subscription, signed, subscription_event
 from tests.conftest import Stack, eventually
 from tests.support.api import closed_address
-from workflows.clients import billing as billing_client
+from workflows import clients as workflow_clients
 from workflows.clients.billing import subscription_handle, subscription_state
 
 pytestmark = pytest.mark.e2e
@@ -260,7 +260,7 @@ async def test_stripe_down_is_a_retryable_502_and_the_workflow_keeps_trying(
 
     from tests.billing.conftest import running_stack
 
-    monkeypatch.setattr(billing_client, "UPDATE_WAIT", timedelta(seconds=3))
+    monkeypatch.setattr(workflow_clients, "UPDATE_WAIT", timedelta(seconds=3))
     async with running_stack(
         temporal_env.client,
         engine,

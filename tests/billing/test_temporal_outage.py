@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from activities.billing import stripe_client
 from relay.crypto import Keyring
 from relay.inbound.repository import T
 from relay.sandbox.stripe import StripeSandbox
 from relay.settings import Settings
+from relay.stripe_api import stripe_client
 from relay.temporal import data_converter
 from tests.billing.conftest import running_stack
 from tests.billing.helpers import (

@@ -15,10 +15,10 @@ import pytest
 import stripe as stripe_sdk
 from fastapi import FastAPI, Request
 
-from activities.billing import stripe_client
 from relay.billing.signature import verify_event
 from relay.sandbox.stripe import StripeSandbox
 from relay.settings import Settings
+from relay.stripe_api import stripe_client
 from tests.billing.helpers import ensure_plan, outside_subscription
 from tests.conftest import ServerThread, eventually
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable
-from datetime import timedelta
 from typing import TypeVar
 
 from temporalio.client import (
@@ -21,8 +19,6 @@ from temporalio.client import (
     ScheduleUpdateInput,
     WithStartWorkflowOperation,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -30,7 +26,6 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.service import RPCError, RPCStatusCode
 
 from relay import search_attributes
 from relay.billing.contracts import (
@@ -45,19 +40,13 @@ from relay.billing.contracts import (
     reconcile_schedule_id,
     subscription_workflow_id,
 )
-from relay.errors import ErrorCode, RelayError
 from relay.settings import Settings
 from workflows.billing import StripeReconcileWorkflow, SubscriptionWorkflow
-from workflows.clients import application_failure
+from workflows.clients import Entity, await_update
 
 T = TypeVar("T")
 
 log = logging.getLogger("relay.billing")
-
-# How long a request waits for Stripe through the workflow. Past it the answer is 502
-# PROVIDER_ERROR (retryable): the workflow keeps retrying on its own, and the same
-# request again (same idempotencyKey) lands on it.
-UPDATE_WAIT = timedelta(seconds=25)
 
 
 def subscription_handle(
@@ -72,38 +61,18 @@ async def subscription_state(client: Client, subscription_id: str) -> Subscripti
     return await subscription_handle(client, subscription_id).query(SubscriptionWorkflow.state)
 
 
-def _error(exc: WorkflowUpdateFailedError) -> RelayError:
-    cause = application_failure(exc)
-    if cause is None:
-        return RelayError(ErrorCode.INTERNAL_ERROR, "the subscription's workflow failed")
-    try:
-        code = ErrorCode(cause.type or "")
-    except ValueError:
-        code = ErrorCode.CONFLICT
-    details = cause.details[0] if cause.details else None
-    # Stripe refusing what the client asked (an unknown price) is a 400 (ARCHITECTURE.md).
-    status = 400 if code == ErrorCode.VALIDATION_ERROR else None
-    return RelayError(code, cause.message, details, status=status)
+def _entity(subscription_id: str) -> Entity:
+    return Entity(
+        "the subscription",
+        "subscriptionId",
+        subscription_id,
+        "Stripe",
+        "the subscription has ended; nothing more can change",
+    )
 
 
 async def _wait(subscription_id: str, call: Awaitable[T]) -> T:
-    try:
-        async with asyncio.timeout(UPDATE_WAIT.total_seconds()):
-            return await call
-    except WorkflowUpdateFailedError as exc:
-        raise _error(exc) from None
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise RelayError(
-            ErrorCode.PROVIDER_ERROR,
-            "Stripe did not answer in time; the subscription's workflow keeps retrying",
-            {"subscriptionId": subscription_id, "retryable": True},
-        ) from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise RelayError(
-                ErrorCode.CONFLICT, "the subscription has ended; nothing more can change"
-            ) from None
-        raise
+    return await await_update(_entity(subscription_id), call)
 
 
 async def create_subscription(

@@ -45,8 +45,8 @@ def _stripe_settings(sandbox: object) -> dict[str, object]:
 
 @scenario("SubscriptionWorkflow", "create-event-change-cancel")
 async def create_event_change_cancel(rec: Recording) -> list[str]:
-    from activities.billing import stripe_client
     from relay.billing.contracts import subscription_workflow_id
+    from relay.stripe_api import stripe_client
     from tests.billing.helpers import ensure_plan, signed, subscription_event
 
     with _localstripe() as sandbox:
@@ -92,11 +92,11 @@ async def create_event_change_cancel(rec: Recording) -> list[str]:
 
 @scenario("InboundForwarderWorkflow", "forward-pending")
 async def forward_pending(rec: Recording) -> list[str]:
-    from activities.billing import stripe_client
     from relay.billing.inbound import stripe_target
     from relay.db import make_engine, utcnow
     from relay.inbound import repository
     from relay.inbound.contracts import forwarder_workflow_id
+    from relay.stripe_api import stripe_client
     from tests.billing.helpers import outside_subscription, subscription_event
 
     with _localstripe() as sandbox:
@@ -128,8 +128,8 @@ async def forward_pending(rec: Recording) -> list[str]:
 
 @scenario("StripeReconcileWorkflow", "feed-missing-events")
 async def feed_missing_events(rec: Recording) -> list[str]:
-    from activities.billing import stripe_client
     from relay.billing.contracts import ReconcileInput
+    from relay.stripe_api import stripe_client
     from tests.billing.helpers import outside_subscription
     from workflows.billing import StripeReconcileWorkflow
 

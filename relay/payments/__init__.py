@@ -1,0 +1,1 @@
+"""Payments: Stripe PaymentIntents as `payment-{id}` workflows (docs/payments.md)."""

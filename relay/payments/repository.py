@@ -1,0 +1,103 @@
+"""Payments' database reads and writes (synchronous; async callers use `asyncio.to_thread`).
+
+`payments` is the payments' read model: only the payment workflow's activities write it
+(the workflow is the single writer), the routes read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+from sqlalchemy import Row, Select, insert, select, update
+from sqlalchemy.engine import Engine
+
+from relay.db import utcnow
+from relay.errors import ErrorCode, RelayError
+from relay.models.payments import Payment
+from relay.payments.contracts import PaymentView
+
+P = Payment.__table__  # type: ignore[attr-defined]
+
+
+def parse_id(payment_id: str) -> uuid.UUID:
+    """A payment id from a path: not one of Relay's ids is simply not found."""
+    try:
+        return uuid.UUID(payment_id)
+    except ValueError:
+        raise RelayError(ErrorCode.NOT_FOUND, "no payment with that id") from None
+
+
+def relay_id_of(engine: Engine, stripe_payment_intent_id: str) -> str | None:
+    """Relay's id of a PaymentIntent it created, or None."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(P.c.id).where(P.c.stripe_payment_intent_id == stripe_payment_intent_id)
+        ).scalar_one_or_none()
+    return str(found) if found is not None else None
+
+
+def _values(view: PaymentView) -> dict[str, Any]:
+    return {
+        "provider": view.provider,
+        "user_id": view.user_id,
+        "stripe_customer_id": view.stripe_customer_id,
+        "stripe_payment_intent_id": view.stripe_payment_intent_id,
+        "status": view.status,
+        "relay_status": view.relay_status.value,
+        "amount": view.amount,
+        "currency": view.currency,
+        "capture_method": view.capture_method,
+        "description": view.description,
+        "amount_captured": view.amount_captured,
+        "amount_refunded": view.amount_refunded,
+        "last_error": dataclasses.asdict(view.last_error) if view.last_error else None,
+        "refunds": [
+            {**dataclasses.asdict(r), "created": r.created.isoformat() if r.created else None}
+            for r in view.refunds
+        ],
+        "next_action": view.next_action,
+        "updated_at": utcnow(),
+    }
+
+
+def save_view(engine: Engine, view: PaymentView) -> None:
+    """Upsert the read model of one payment (the workflow's view of it)."""
+    values = _values(view)
+    payment_id = uuid.UUID(view.id)
+    with engine.begin() as connection:
+        updated = connection.execute(
+            update(P).where(P.c.id == payment_id).values(**values)
+        ).rowcount
+        if not updated:
+            connection.execute(
+                insert(P).values(id=payment_id, created_at=view.created_at or utcnow(), **values)
+            )
+
+
+def find(engine: Engine, payment_id: str) -> Row[Any] | None:
+    try:
+        key = uuid.UUID(payment_id)
+    except ValueError:
+        return None
+    with engine.connect() as connection:
+        return connection.execute(select(P).where(P.c.id == key)).first()
+
+
+def load(engine: Engine, payment_id: str) -> Row[Any]:
+    key = parse_id(payment_id)
+    with engine.connect() as connection:
+        row = connection.execute(select(P).where(P.c.id == key)).first()
+    if row is None:
+        raise RelayError(ErrorCode.NOT_FOUND, "no payment with that id")
+    return row
+
+
+def payments_query(*, user_id: str | None = None, relay_status: str | None = None) -> Select[Any]:
+    query = select(P)
+    if user_id:
+        query = query.where(P.c.user_id == user_id)
+    if relay_status:
+        query = query.where(P.c.relay_status == relay_status)
+    return query

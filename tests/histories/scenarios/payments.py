@@ -1,0 +1,63 @@
+"""PaymentWorkflow, against localstripe.
+
+- create-event-refunds: POST /v1/payments (manual capture, confirmed), a signed Stripe
+  event and its duplicate, capture, a partial refund, then the rest (it ends REFUNDED).
+"""
+
+from __future__ import annotations
+
+from tests.histories.scenarios import Recording, scenario, until
+from tests.histories.scenarios.billing import WEBHOOK_SECRET, _localstripe, _stripe_settings
+
+
+@scenario("PaymentWorkflow", "create-event-refunds")
+async def create_event_refunds(rec: Recording) -> list[str]:
+    from relay.payments.contracts import payment_workflow_id
+    from tests.billing.helpers import signed, stripe_event
+
+    with _localstripe() as sandbox:
+        async with rec.stack(**_stripe_settings(sandbox)) as stack:
+            async with stack.http() as http:  # type: ignore[attr-defined]
+                created = await http.post(
+                    "/v1/payments",
+                    json={
+                        "amount": 9999,
+                        "currency": "usd",
+                        "userId": "user-rec",
+                        "paymentMethodId": "pm_card_visa",
+                        "captureMethod": "manual",
+                        "confirm": True,
+                    },
+                )
+                created.raise_for_status()
+                data = created.json()["data"]
+                pid = data["id"]
+                event = stripe_event(
+                    "payment_intent.amount_capturable_updated",
+                    {
+                        "id": data["stripePaymentIntentId"],
+                        "object": "payment_intent",
+                        "metadata": {"relayPaymentId": pid},
+                    },
+                )
+                for _ in range(2):  # Stripe's duplicate is dropped by the inbox
+                    body, headers = signed(event, secret=WEBHOOK_SECRET)
+                    (
+                        await http.post("/webhooks/stripe", content=body, headers=headers)
+                    ).raise_for_status()
+                handle = stack.client.get_workflow_handle(payment_workflow_id(pid))
+
+                async def synced() -> bool:
+                    state = await handle.query("state")
+                    return bool(state.get("events_applied") if isinstance(state, dict) else False)
+
+                await until(synced)
+                for path, body_json in (
+                    ("capture", {}),
+                    ("refunds", {"amount": 2000}),
+                    ("refunds", {}),
+                ):
+                    response = await http.post(f"/v1/payments/{pid}/{path}", json=body_json)
+                    response.raise_for_status()
+                await handle.result()
+            return [payment_workflow_id(pid)]

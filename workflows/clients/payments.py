@@ -1,0 +1,113 @@
+"""Talking to payment workflows from the API, typed against the workflow class."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+
+from relay import search_attributes
+from relay.payments.contracts import (
+    PROVIDER,
+    CapturePayment,
+    ConfirmPayment,
+    CreatePayment,
+    PaymentInput,
+    PaymentState,
+    PaymentView,
+    RefundPayment,
+    RefundResult,
+    payment_workflow_id,
+)
+from relay.settings import Settings
+from workflows.clients import Entity, await_update
+from workflows.payments import PaymentWorkflow
+
+T = TypeVar("T")
+
+
+def payment_handle(client: Client, payment_id: str) -> WorkflowHandle[PaymentWorkflow, PaymentView]:
+    return client.get_workflow_handle_for(PaymentWorkflow.run, payment_workflow_id(payment_id))
+
+
+async def payment_state(client: Client, payment_id: str) -> PaymentState:
+    return await payment_handle(client, payment_id).query(PaymentWorkflow.state)
+
+
+def _entity(payment_id: str) -> Entity:
+    return Entity(
+        "the payment",
+        "paymentId",
+        payment_id,
+        "Stripe",
+        "the payment is closed; nothing more can change",
+    )
+
+
+async def _wait(payment_id: str, call: Awaitable[T]) -> T:
+    return await await_update(_entity(payment_id), call)
+
+
+async def create_payment(
+    client: Client, settings: Settings, payment_id: str, request: CreatePayment
+) -> PaymentView:
+    """Update-with-start: a retried request lands on the same workflow and gets its result."""
+    attributes = [
+        SearchAttributePair(search_attributes.ENTITY_ID, payment_id),
+        SearchAttributePair(search_attributes.PROVIDER, PROVIDER),
+    ]
+    if request.user_id:
+        attributes.append(SearchAttributePair(search_attributes.USER_ID, request.user_id))
+    start = WithStartWorkflowOperation(
+        PaymentWorkflow.run,
+        PaymentInput(
+            payment_id=payment_id,
+            poll_interval_seconds=settings.payment_poll_interval.total_seconds(),
+            expiry_seconds=settings.payment_expiry.total_seconds(),
+        ),
+        id=payment_workflow_id(payment_id),
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A creation Stripe refused ended its run with nothing created; the same request
+        # may try again. A payment that exists is answered from the database first.
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        # Ids only: search attributes are stored in the clear.
+        search_attributes=TypedSearchAttributes(attributes),
+    )
+    return await _wait(
+        payment_id,
+        client.execute_update_with_start_workflow(
+            PaymentWorkflow.create, request, start_workflow_operation=start
+        ),
+    )
+
+
+async def confirm_payment(client: Client, payment_id: str, request: ConfirmPayment) -> PaymentView:
+    handle = payment_handle(client, payment_id)
+    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.confirm, request))
+
+
+async def capture_payment(client: Client, payment_id: str, request: CapturePayment) -> PaymentView:
+    handle = payment_handle(client, payment_id)
+    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.capture, request))
+
+
+async def cancel_payment(client: Client, payment_id: str) -> PaymentView:
+    handle = payment_handle(client, payment_id)
+    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.cancel))
+
+
+async def refund_payment(client: Client, payment_id: str, request: RefundPayment) -> RefundResult:
+    handle = payment_handle(client, payment_id)
+    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.refund, request))
