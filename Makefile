@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench-webhooks bench-billing migrate clean
+.PHONY: dev test lint typecheck bench-webhooks bench-billing bench-files migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Relay needs Python 3.11 or newer"; exit 1; }
@@ -37,6 +37,9 @@ bench-webhooks: $(STAMP)
 
 bench-billing: $(STAMP)
 	$(BIN)/python -m bench.billing
+
+bench-files: $(STAMP)
+	$(BIN)/python -m bench.files
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -20,4 +20,4 @@ imports upward.
 
 from __future__ import annotations
 
-CAPABILITIES: tuple[str, ...] = ("webhooks", "oauth", "inbound", "billing", "payments")
+CAPABILITIES: tuple[str, ...] = ("webhooks", "oauth", "inbound", "billing", "payments", "files")

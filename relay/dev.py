@@ -29,6 +29,7 @@ from relay.errors import ConfigError
 from relay.migrate import upgrade
 from relay.sandbox import fcm as fcm_sandbox
 from relay.sandbox import paypal as paypal_sandbox
+from relay.sandbox import s3 as s3_sandbox
 from relay.sandbox import sendgrid as sendgrid_sandbox
 from relay.sandbox import smtp as smtp_sandbox
 from relay.sandbox import stripe as stripe_sandbox
@@ -42,7 +43,7 @@ _PR_SET_PDEATHSIG = 1
 # Sandboxes log every request to stderr; the banner and /sandbox say what they do.
 SANDBOX_CHILDREN = frozenset(
     {"localstripe", "paypal-sandbox", "sendgrid-sandbox", "twilio-sandbox", "smtp-sandbox"}
-    | {"fcm-sandbox"}
+    | {"fcm-sandbox", "s3-sandbox"}
 )
 
 
@@ -307,6 +308,12 @@ def run_dev(settings: Settings) -> int:
         paypal.webhook_url = f"http://127.0.0.1:{settings.api_port}/webhooks/paypal"
         children.append(Child("paypal-sandbox", paypal.command(), quiet=True))
         sandbox_env = (sandbox_env or {}) | paypal.environment()
+    # Files: moto's S3 server, which creates its bucket (with a CORS rule for browser
+    # uploads) each time it starts.
+    s3 = s3_sandbox.plan(settings)
+    if s3 is not None:
+        children.append(Child("s3-sandbox", s3.command(), quiet=True))
+        sandbox_env = (sandbox_env or {}) | s3.environment()
     # Notifications: SendGrid, Twilio, an SMTP server that captures mail, and FCM, each
     # sending its provider's signed callbacks to Relay.
     sendgrid = sendgrid_sandbox.plan(settings)
@@ -347,6 +354,7 @@ def run_dev(settings: Settings) -> int:
                 stripe_line,
                 paypal=paypal_sandbox.describe(settings, paypal),
                 others=(
+                    ("S3", s3_sandbox.describe(settings, s3)),
                     ("SendGrid", sendgrid_sandbox.describe(settings, sendgrid)),
                     ("Twilio", twilio_sandbox.describe(settings, twilio)),
                     ("SMTP", smtp_sandbox.describe(settings, smtp)),

@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from relay.models.billing import BillingCustomer, BillingSubscription
+from relay.models.files import StoredFile
 from relay.models.inbound import InboundCursor, InboundEvent
 from relay.models.oauth import (
     Integration,
@@ -43,6 +44,7 @@ __all__ = [
     "Payment",
     "ProviderCall",
     "ProviderCallStatus",
+    "StoredFile",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

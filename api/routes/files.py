@@ -1,0 +1,214 @@
+"""Files' routes: /v1/files (presigned uploads, completion, the file, deletion).
+
+The API signs (locally, no network call) the presigned POST that sends a browser's upload
+straight to S3 and the download URLs of a file's objects; the file's workflow
+(`file-{id}`) does everything else and is the single writer of its state, which the read
+model (`files`) serves to GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import Row
+
+from api.deps import EngineDep, SettingsDep, TemporalDep, require_api_key
+from api.envelope import Envelope, error_responses, ok
+from api.schemas.files import FileCreate, FileDeleted, FileOut, FileUpload, RenditionOut
+from relay.errors import ErrorCode, RelayError
+from relay.files import repository, storage
+from relay.files.contracts import CompleteUpload, FileStatus, FileView
+from relay.files.layout import safe_filename, upload_key
+from relay.settings import Settings
+from workflows.clients.files import WorkflowGone, complete_file, create_file, delete_file
+
+router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(require_api_key)])
+
+
+def file_id_for(idempotency_key: str | None) -> str:
+    """Relay's id (and the upload id): derived from the client's idempotencyKey, so a
+    retried request lands on the same workflow."""
+    if idempotency_key:
+        return "file_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+    return "file_" + uuid.uuid4().hex[:24]
+
+
+def _s3(request: Request, settings: Settings) -> Any:
+    """One S3 client per app, built on first use (signing needs no connection)."""
+    storage.bucket(settings)  # PROVIDER_NOT_CONFIGURED when there is no bucket
+    client = getattr(request.app.state, "files_s3", None)
+    if client is None:
+        client = storage.s3_client(settings)
+        request.app.state.files_s3 = client
+    return client
+
+
+def _file_out(row: Row[Any], s3: Any, settings: Settings) -> FileOut:
+    ready = row.status == FileStatus.READY.value
+    renditions = [
+        RenditionOut(
+            name=item["name"],
+            width=item["width"],
+            height=item["height"],
+            bytes=item["bytes"],
+            content_type=item["content_type"],
+            url=storage.download_url(s3, settings, item["key"]),
+        )
+        for item in (row.renditions or [])
+        if ready
+    ]
+    return FileOut(
+        id=row.id,
+        kind=row.kind,
+        status=row.status,
+        reason=row.reason,
+        filename=row.filename,
+        content_type=row.detected_type or row.content_type,
+        declared_content_type=row.content_type,
+        size=row.size if row.size is not None else row.declared_size,
+        sha256=row.sha256,
+        user_id=row.user_id,
+        conversation_id=row.conversation_id,
+        message_id=row.message_id,
+        metadata=dict(row.metadata or {}),
+        url=storage.download_url(s3, settings, row.object_key)
+        if ready and row.object_key
+        else None,
+        renditions=renditions,
+        urls_expire_at=datetime.now(UTC) + settings.file_url_ttl if ready else None,
+        upload_expires_at=row.upload_expires_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Start an upload: a presigned POST to S3",
+    description="Answers the URL and form fields of a presigned POST whose policy admits "
+    "exactly `size` bytes of `contentType` at `temp/{uploadId}/{filename}` until "
+    "`expiresAt` (UPLOAD_EXPIRY); S3 refuses anything else. Then POST /v1/files/{id}/complete "
+    "(or let S3's event notification do it). `size` past FILE_MAX_BYTES is 413 "
+    "PAYLOAD_TOO_LARGE; an unknown kind, or an attachment without conversationId and "
+    "messageId, is 422; a second live attachment of the same name in a message is 409.",
+    response_model=Envelope[FileUpload],
+    responses=error_responses(400, 401, 409, 413, 422, 502, 503),
+)
+async def create(
+    body: FileCreate,
+    request: Request,
+    engine: EngineDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    if body.size > settings.file_max_bytes:
+        raise RelayError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"size is past FILE_MAX_BYTES ({settings.file_max_bytes} bytes)",
+            [{"field": "size", "in": "body", "message": f"at most {settings.file_max_bytes}"}],
+        )
+    s3 = _s3(request, settings)
+    file_id = file_id_for(body.idempotency_key)
+    filename = safe_filename(body.filename)
+    key = upload_key(file_id, filename)
+    view = FileView(
+        id=file_id,
+        kind=body.kind,
+        filename=filename,
+        content_type=body.content_type,
+        declared_size=body.size,
+        user_id=body.user_id,
+        conversation_id=body.conversation_id,
+        message_id=body.message_id,
+        upload_key=key,
+    )
+    if await asyncio.to_thread(repository.same_name_in_message, engine, view):
+        raise RelayError(
+            ErrorCode.CONFLICT,
+            "the message already has an attachment with this filename",
+            [{"field": "filename", "in": "body", "message": "use another name"}],
+        )
+    recorded = await create_file(client, settings, view)
+    if recorded.status != FileStatus.PENDING_UPLOAD:
+        raise RelayError(ErrorCode.CONFLICT, "this idempotencyKey's upload was already completed")
+    expires_at = recorded.upload_expires_at
+    expires_in = (
+        expires_at - datetime.now(UTC) if expires_at is not None else settings.upload_expiry
+    )
+    post = storage.presigned_upload(
+        s3,
+        settings,
+        key=recorded.upload_key,
+        content_type=recorded.content_type,
+        size=recorded.declared_size,
+        expires_in=max(expires_in, timedelta(seconds=1)),
+    )
+    upload = FileUpload(
+        id=file_id,
+        status=recorded.status,
+        upload_url=post["url"],
+        upload_fields=post["fields"],
+        expires_at=expires_at,
+        key=recorded.upload_key,
+    )
+    return ok(upload)
+
+
+@router.post(
+    "/{file_id}/complete",
+    summary="The upload is done: check and process it",
+    description="Starts processing once the upload is in the bucket (409 CONFLICT before). "
+    "Answers the file (status PROCESSING, or where it got to: completing twice is harmless). "
+    "Poll GET /v1/files/{id} or subscribe to `file.ready` / `file.rejected`.",
+    response_model=Envelope[FileOut],
+    responses=error_responses(401, 404, 409, 502, 503),
+)
+async def complete(
+    file_id: str, request: Request, engine: EngineDep, client: TemporalDep, settings: SettingsDep
+) -> dict[str, Any]:
+    await asyncio.to_thread(repository.load, engine, file_id)
+    try:
+        await complete_file(client, file_id, CompleteUpload(source="api"))
+    except WorkflowGone:
+        pass  # READY or REJECTED already: the read model says which
+    row = await asyncio.to_thread(repository.load, engine, file_id)
+    return ok(_file_out(row, _s3(request, settings), settings))
+
+
+@router.get(
+    "/{file_id}",
+    summary="One file: status, metadata, renditions with signed URLs",
+    description="Each URL (the original's and every rendition's) is a presigned S3 GET, or a "
+    "CloudFront signed URL when CLOUDFRONT_DOMAIN and its key pair are set, valid "
+    "FILE_URL_TTL.",
+    response_model=Envelope[FileOut],
+    responses=error_responses(401, 404),
+)
+async def get_file(
+    file_id: str, request: Request, engine: EngineDep, settings: SettingsDep
+) -> dict[str, Any]:
+    row = await asyncio.to_thread(repository.load, engine, file_id)
+    return ok(_file_out(row, _s3(request, settings), settings))
+
+
+@router.delete(
+    "/{file_id}",
+    summary="Delete the file: its original, every rendition, its upload",
+    response_model=Envelope[FileDeleted],
+    responses=error_responses(401, 404, 502, 503),
+)
+async def delete(
+    file_id: str, engine: EngineDep, client: TemporalDep, settings: SettingsDep
+) -> dict[str, Any]:
+    row = await asyncio.to_thread(repository.load, engine, file_id)
+    await delete_file(client, settings, repository.view_of(row))
+    return ok(FileDeleted(id=file_id))
+
+
+routers = (router,)

@@ -1,0 +1,1 @@
+"""Files: presigned uploads to S3, checked, thumbnailed, compressed and described."""
