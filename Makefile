@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench-webhooks bench-billing bench-files migrate clean
+.PHONY: dev test lint typecheck bench-webhooks bench-billing bench-payments bench-files migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Relay needs Python 3.11 or newer"; exit 1; }
@@ -40,6 +40,9 @@ bench-billing: $(STAMP)
 
 bench-files: $(STAMP)
 	$(BIN)/python -m bench.files
+
+bench-payments: $(STAMP)
+	$(BIN)/python -m bench.payments
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

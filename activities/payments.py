@@ -1,5 +1,6 @@
 """Payments' side effects: PaymentIntents through Stripe's official SDK, the payments'
-read model, Relay's outgoing payment events.
+read model, Relay's outgoing payment events (PayPal's orders: `activities.payments_paypal`,
+registered from here).
 
 `PaymentActivities` holds one `stripe.StripeClient` per worker, configured from
 STRIPE_SECRET_KEY and STRIPE_API_BASE (localstripe in the sandbox and the tests: one
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.payments_paypal import PayPalPaymentActivities
 from relay import stripe_api
 from relay.errors import ErrorCode
 from relay.payments import repository
@@ -65,10 +67,14 @@ class PaymentActivities:
         self._settings = settings
         self._engine = engine
         self._stripe = stripe_api.stripe_client(settings)
+        # PayPal's activities (one provider per module), registered with these.
+        self.paypal = PayPalPaymentActivities(settings=settings)
 
     @classmethod
     def from_context(cls, context: WorkerContext) -> PaymentActivities:
-        return cls(settings=context.settings, engine=context.engine)
+        made = cls(settings=context.settings, engine=context.engine)
+        context.closers.append(made.paypal.aclose)
+        return made
 
     def activities(self) -> list[Callable[..., Any]]:
         return [
@@ -77,6 +83,7 @@ class PaymentActivities:
             self.write_payment_intent,
             self.save_payment,
             self.publish_payment_events,
+            *self.paypal.activities(),
         ]
 
     def _client(self) -> stripe.StripeClient:

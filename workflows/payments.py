@@ -32,29 +32,36 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
+    from activities.payments_paypal import PayPalPaymentActivities
     from relay.errors import ErrorCode
     from relay.inbound.contracts import InboundEventSignal
     from relay.payments.contracts import (
-        AWAITING_PAYER,
         CANCELABLE,
         CONFIRMABLE,
         MAX_SEEN_EVENTS,
         PAYMENT_WORKFLOW,
+        PAYPAL,
+        PAYPAL_CANCELABLE,
+        PAYPAL_CAPTURABLE,
+        PAYPAL_EVENT_SIGNAL,
         REFUNDABLE,
         RELAY_ID_METADATA,
         STRIPE_EVENT_SIGNAL,
         CapturePayment,
         ConfirmPayment,
         CreateIntentInput,
+        CreateOrderInput,
         CreatePayment,
         IntentSnapshot,
         IntentWriteInput,
+        OrderWriteInput,
         PaymentEvent,
         PaymentInput,
         PaymentState,
         PaymentView,
         PublishPaymentEvents,
         ReadIntentInput,
+        ReadOrderInput,
         RefundPayment,
         RefundResult,
         RefundView,
@@ -62,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from relay.payments.lifecycle import (
         apply_snapshot,
+        awaiting_payer,
         expiry_at,
         is_final,
         poll_at,
@@ -96,12 +104,15 @@ class PaymentWorkflow:
     def __init__(self, params: PaymentInput) -> None:
         self._workflow_id = payment_workflow_id(params.payment_id)
         self._view = params.view or PaymentView(
-            id=params.payment_id, stripe_payment_intent_id=params.stripe_payment_intent_id
+            id=params.payment_id,
+            provider=params.provider,
+            stripe_payment_intent_id=params.stripe_payment_intent_id,
+            paypal_order_id=params.paypal_order_id,
         )
         if self._view.key_prefix is None:
             self._view.key_prefix = (
                 f"{self._workflow_id}:{workflow.info().run_id}"
-                if params.view is None and params.stripe_payment_intent_id is not None
+                if params.view is None and self._view.provider_id() is not None
                 else self._workflow_id
             )
         self._poll_seconds = params.poll_interval_seconds
@@ -121,7 +132,7 @@ class PaymentWorkflow:
     def _ended(self) -> bool:
         if self._refused:
             return True
-        if self._view.stripe_payment_intent_id is None or self._view.status is None:
+        if self._view.provider_id() is None or self._view.status is None:
             return False
         return is_final(self._view, workflow.now())
 
@@ -177,6 +188,8 @@ class PaymentWorkflow:
                     PaymentInput(
                         payment_id=params.payment_id,
                         stripe_payment_intent_id=self._view.stripe_payment_intent_id,
+                        provider=self._view.provider,
+                        paypal_order_id=self._view.paypal_order_id,
                         poll_interval_seconds=self._poll_seconds,
                         expiry_seconds=self._expiry_seconds,
                         seen_events=list(self._seen),
@@ -187,8 +200,8 @@ class PaymentWorkflow:
 
     async def _sync_pending(self) -> None:
         events, self._pending = self._pending, []
-        if self._view.stripe_payment_intent_id is None:
-            return  # not created yet: creation reads Stripe anyway
+        if self._view.provider_id() is None:
+            return  # not created yet: creation reads the provider anyway
         try:
             snap = await self._read()
         except ActivityError as exc:
@@ -210,10 +223,10 @@ class PaymentWorkflow:
             if expires is not None and now >= expires:
                 # The payer may have finished just now: read before canceling.
                 await self._apply(await self._read())
-                if self._view.status in AWAITING_PAYER:
+                if self._view.status in awaiting_payer(self._view):
                     self._view.expired = True
                     try:
-                        await self._write("cancel", {})
+                        await self._cancel()
                     except ApplicationError as exc:
                         self._view.expired = False
                         workflow.logger.warning("could not cancel the expired intent: %s", exc)
@@ -234,6 +247,13 @@ class PaymentWorkflow:
 
     async def _read(self) -> IntentSnapshot:
         self._state.syncs += 1
+        if self._view.provider == PAYPAL:
+            return await workflow.execute_activity_method(
+                PayPalPaymentActivities.read_paypal_order,
+                ReadOrderInput(self._view.paypal_order_id or ""),
+                start_to_close_timeout=STRIPE_TIMEOUT,
+                retry_policy=STRIPE_RETRY,
+            )
         return await workflow.execute_activity_method(
             PaymentActivities.read_payment_intent,
             ReadIntentInput(self._view.stripe_payment_intent_id or ""),
@@ -264,6 +284,45 @@ class PaymentWorkflow:
                 retry_policy=LOCAL_RETRY,
             )
 
+    async def _cancel(self) -> None:
+        """Cancel at Stripe; a PayPal order cannot be canceled (nor deleted): Relay re-reads
+        it and stops tracking it while it is still uncaptured."""
+        if self._view.provider != PAYPAL:
+            await self._write("cancel", {})
+            return
+        snap = await self._read()
+        if snap.status in PAYPAL_CANCELABLE:
+            self._view.canceled = not self._view.expired
+        await self._apply(snap)
+        if snap.status not in PAYPAL_CANCELABLE:
+            raise ApplicationError(
+                f"a payment that is {self._view.relay_status.value} cannot be canceled",
+                {"relayStatus": self._view.relay_status.value, "status": self._view.status},
+                type=ErrorCode.CONFLICT.value,
+            )
+
+    async def _paypal_write(self, action: str, *, amount: int | None = None) -> IntentSnapshot:
+        self._view.stripe_writes += 1
+        try:
+            snap = await workflow.execute_activity_method(
+                PayPalPaymentActivities.write_paypal_order,
+                OrderWriteInput(
+                    request_id=f"{self._view.key_prefix}:{action}:{self._view.stripe_writes}",
+                    paypal_order_id=self._view.paypal_order_id or "",
+                    action=action,
+                    capture_id=self._view.paypal_capture_id,
+                    amount=amount,
+                    currency=self._view.currency,
+                    payment_id=self._view.id,
+                ),
+                start_to_close_timeout=STRIPE_TIMEOUT,
+                retry_policy=WRITE_RETRY,
+            )
+        except ActivityError as exc:
+            raise _cause(exc) from None
+        await self._apply(snap)
+        return snap
+
     async def _write(self, action: str, params: dict[str, object]) -> IntentSnapshot:
         self._view.stripe_writes += 1
         try:
@@ -285,6 +344,12 @@ class PaymentWorkflow:
 
     # --- messages ------------------------------------------------------------------------
 
+    @workflow.signal(name=PAYPAL_EVENT_SIGNAL)
+    def paypal_event(self, event: InboundEventSignal) -> None:
+        """A PayPal event about this payment's order (its id only; never the payload): the
+        order is re-read, as for Stripe's."""
+        self.stripe_event(event)
+
     @workflow.signal(name=STRIPE_EVENT_SIGNAL)
     def stripe_event(self, event: InboundEventSignal) -> None:
         """A Stripe event about this payment (its id only; never the payload)."""
@@ -302,10 +367,29 @@ class PaymentWorkflow:
         """Create the PaymentIntent and, when asked, confirm it. A retried request (same
         idempotencyKey, same workflow) gets the payment created the first time."""
         async with self._lock:
-            if self._view.stripe_payment_intent_id is not None:
+            if self._view.provider_id() is not None:
                 return self._view
             self._view.user_id = request.user_id
+            self._view.metadata = dict(request.metadata)
             self._view.created_at = workflow.now()
+            if request.provider == PAYPAL:
+                self._view.provider = PAYPAL
+                try:
+                    snap = await workflow.execute_activity_method(
+                        PayPalPaymentActivities.create_paypal_order,
+                        CreateOrderInput(
+                            request_id=f"{self._workflow_id}:create",
+                            payment_id=self._view.id,
+                            request=request,
+                        ),
+                        start_to_close_timeout=STRIPE_TIMEOUT,
+                        retry_policy=STRIPE_RETRY,
+                    )
+                except ActivityError as exc:
+                    self._refused = True
+                    raise _cause(exc) from None
+                await self._apply(snap)
+                return self._view
             try:
                 snap = await workflow.execute_activity_method(
                     PaymentActivities.create_payment_intent,
@@ -338,6 +422,11 @@ class PaymentWorkflow:
     @workflow.update
     async def capture(self, request: CapturePayment) -> PaymentView:
         async with self._lock:
+            if self._view.provider == PAYPAL:
+                # PayPal decides whether the buyer approved (ORDER_NOT_APPROVED: 409).
+                self._require(PAYPAL_CAPTURABLE, "captured")
+                await self._paypal_write("capture")
+                return self._view
             self._require(frozenset({"requires_capture"}), "captured")
             params: dict[str, object] = {}
             if request.amount is not None:
@@ -348,8 +437,8 @@ class PaymentWorkflow:
     @workflow.update
     async def cancel(self) -> PaymentView:
         async with self._lock:
-            self._require(CANCELABLE, "canceled")
-            await self._write("cancel", {})
+            self._require(self._cancelable(), "canceled")
+            await self._cancel()
             return self._view
 
     @workflow.update
@@ -360,6 +449,13 @@ class PaymentWorkflow:
             # Checked again under the lock: an earlier refund may have taken the rest.
             self._check_refund(request)
             amount = request.amount or remaining(self._view)
+            if self._view.provider == PAYPAL:
+                snap = await self._paypal_write("refund", amount=amount)
+                made = next(
+                    (r for r in self._view.refunds if r.id == snap.refund_id),
+                    RefundView(id=snap.refund_id or "", amount=amount, status="pending"),
+                )
+                return RefundResult(refund=made, payment=self._view)
             params: dict[str, object] = {
                 "amount": amount,
                 "metadata": {RELAY_ID_METADATA: self._view.id},
@@ -379,22 +475,24 @@ class PaymentWorkflow:
 
     @capture.validator
     def _validate_capture(self, request: CapturePayment) -> None:
-        self._require(frozenset({"requires_capture"}), "captured")
+        if self._view.provider == PAYPAL:
+            self._require(PAYPAL_CAPTURABLE, "captured")
+        else:
+            self._require(frozenset({"requires_capture"}), "captured")
 
     @cancel.validator
     def _validate_cancel(self) -> None:
-        self._require(CANCELABLE, "canceled")
+        self._require(self._cancelable(), "canceled")
+
+    def _cancelable(self) -> frozenset[str]:
+        return PAYPAL_CANCELABLE if self._view.provider == PAYPAL else CANCELABLE
 
     @refund.validator
     def _validate_refund(self, request: RefundPayment) -> None:
         self._check_refund(request)
 
     def _require(self, statuses: frozenset[str], verb: str) -> None:
-        if (
-            self._view.stripe_payment_intent_id is None
-            or self._ended()
-            or self._view.status not in statuses
-        ):
+        if self._view.provider_id() is None or self._ended() or self._view.status not in statuses:
             raise ApplicationError(
                 f"a payment that is {self._view.relay_status.value} cannot be {verb}",
                 {"relayStatus": self._view.relay_status.value, "status": self._view.status},
@@ -438,7 +536,9 @@ def _cause(exc: ActivityError) -> ApplicationError:
     cause = exc.cause
     if isinstance(cause, ApplicationError):
         return ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
-    return ApplicationError("Stripe could not be reached", type=ErrorCode.PROVIDER_ERROR.value)
+    return ApplicationError(
+        "the provider could not be reached", type=ErrorCode.PROVIDER_ERROR.value
+    )
 
 
 WORKFLOWS = (PaymentWorkflow,)

@@ -25,7 +25,8 @@ from relay.files import repository, storage
 from relay.files.contracts import CompleteUpload, FileStatus, FileView
 from relay.files.layout import safe_filename, upload_key
 from relay.settings import Settings
-from workflows.clients.files import WorkflowGone, complete_file, create_file, delete_file
+from workflows.clients import WorkflowClosed
+from workflows.clients.files import complete_file, create_file, delete_file
 
 router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(require_api_key)])
 
@@ -175,7 +176,7 @@ async def complete(
     await asyncio.to_thread(repository.load, engine, file_id)
     try:
         await complete_file(client, file_id, CompleteUpload(source="api"))
-    except WorkflowGone:
+    except WorkflowClosed:
         pass  # READY or REJECTED already: the read model says which
     row = await asyncio.to_thread(repository.load, engine, file_id)
     return ok(_file_out(row, _s3(request, settings), settings))

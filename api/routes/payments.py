@@ -1,23 +1,36 @@
-"""Payments' routes: /v1/payments (Stripe PaymentIntents, each a `payment-{id}` workflow).
+"""Payments' routes: /v1/payments (Stripe PaymentIntents and PayPal orders, each a
+`payment-{id}` workflow) and PayPal's webhook, `POST /webhooks/paypal`.
 
 Stripe's events about payments arrive on `POST /webhooks/stripe` (billing's route, routed
-by `relay.stripe_router`). Reads come from the read model the workflow writes; every
-change is an update on the workflow, its single writer.
+by `relay.stripe_router`). PayPal's are verified by PayPal's verify-webhook-signature
+API, recorded once in the inbound inbox and forwarded to the payment's workflow, as
+Stripe's are. Reads come from the read model the workflow writes; every change is an
+update on the workflow, its single writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from api.deps import EngineDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import (
+    EngineDep,
+    SettingsDep,
+    TemporalDep,
+    forwarded_marks,
+    group_recorder,
+    require_api_key,
+)
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
 from api.pagination import newest_first_page, page
+from api.schemas.inbound import InboundAccepted
 from api.schemas.payments import (
     Payment,
     PaymentCapture,
@@ -29,7 +42,11 @@ from api.schemas.payments import (
     view_fields,
 )
 from relay.errors import ErrorCode, RelayError
-from relay.payments import repository
+from relay.inbound import repository as inbox
+from relay.inbound.contracts import InboundStatus
+from relay.inbound.forward import forward
+from relay.inbound.repository import Claimed
+from relay.payments import paypal, repository
 from relay.payments.contracts import (
     FINAL,
     CapturePayment,
@@ -39,6 +56,7 @@ from relay.payments.contracts import (
     PaymentView,
     RefundPayment,
 )
+from relay.payments.inbound import paypal_target
 from workflows.clients.payments import (
     cancel_payment,
     capture_payment,
@@ -113,6 +131,8 @@ async def create(
             existing = await _existing(client, payment_id, row)
             return _answer_confirmed(existing) if body.confirm else ok(existing)
     request = CreatePayment(
+        provider=body.provider,
+        cancel_url=body.cancel_url,
         amount=body.amount,
         currency=body.currency,
         user_id=body.user_id,
@@ -208,6 +228,12 @@ async def capture(
     payment_id: str, body: PaymentCapture, engine: EngineDep, client: TemporalDep
 ) -> dict[str, Any]:
     row = await _known(engine, payment_id)
+    if row.provider == paypal.PROVIDER and body.amount is not None:
+        raise RelayError(
+            ErrorCode.VALIDATION_ERROR,
+            "the request is invalid",
+            [{"field": "amount", "in": "body", "message": "a PayPal order is captured whole"}],
+        )
     if body.amount is not None and body.amount > row.amount:
         raise RelayError(
             ErrorCode.VALIDATION_ERROR,
@@ -220,7 +246,9 @@ async def capture(
                 }
             ],
         )
-    return _answer(await capture_payment(client, payment_id, CapturePayment(amount=body.amount)))
+    return _answer(
+        await capture_payment(client, payment_id, CapturePayment(amount=body.amount), row.provider)
+    )
 
 
 @router.post(
@@ -230,8 +258,8 @@ async def capture(
     responses=error_responses(401, 404, 409, 502, 503),
 )
 async def cancel(payment_id: str, engine: EngineDep, client: TemporalDep) -> dict[str, Any]:
-    await _known(engine, payment_id)
-    return _answer(await cancel_payment(client, payment_id))
+    row = await _known(engine, payment_id)
+    return _answer(await cancel_payment(client, payment_id, row.provider))
 
 
 @router.post(
@@ -246,9 +274,15 @@ async def cancel(payment_id: str, engine: EngineDep, client: TemporalDep) -> dic
 async def refund(
     payment_id: str, body: RefundCreate, engine: EngineDep, client: TemporalDep
 ) -> dict[str, Any]:
-    await _known(engine, payment_id)
+    row = await _known(engine, payment_id)
+    if row.provider == paypal.PROVIDER and body.reason:
+        raise RelayError(
+            ErrorCode.VALIDATION_ERROR,
+            "the request is invalid",
+            [{"field": "reason", "in": "body", "message": "Stripe only"}],
+        )
     result = await refund_payment(
-        client, payment_id, RefundPayment(amount=body.amount, reason=body.reason)
+        client, payment_id, RefundPayment(amount=body.amount, reason=body.reason), row.provider
     )
     return ok(
         RefundCreated.model_validate(
@@ -266,4 +300,126 @@ async def refund(
     )
 
 
-routers = (router,)
+# --- PayPal's webhook ----------------------------------------------------------------------
+
+webhooks_router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
+
+# PayPal's transmission headers, as verify-webhook-signature names them.
+_PAYPAL_HEADERS = {
+    "auth_algo": "PAYPAL-AUTH-ALGO",
+    "cert_url": "PAYPAL-CERT-URL",
+    "transmission_id": "PAYPAL-TRANSMISSION-ID",
+    "transmission_sig": "PAYPAL-TRANSMISSION-SIG",
+    "transmission_time": "PAYPAL-TRANSMISSION-TIME",
+}
+
+
+def _paypal_client(request: Request, settings: Any) -> paypal.PayPalClient:
+    """One client per app, so its OAuth token is fetched once and reused."""
+    client = getattr(request.app.state, "paypal_payments_client", None)
+    if client is None:
+        client = paypal.PayPalClient(settings)
+        request.app.state.paypal_payments_client = client
+    return client  # type: ignore[no-any-return]
+
+
+async def _verified_paypal_event(request: Request, settings: Any) -> tuple[bytes, dict[str, Any]]:
+    if not paypal.configured(settings) or not settings.paypal_webhook_id:
+        raise RelayError(
+            ErrorCode.PROVIDER_NOT_CONFIGURED,
+            "PayPal is not configured (PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET, PAYPAL_WEBHOOK_ID)",
+        )
+    headers = {key: request.headers.get(name) for key, name in _PAYPAL_HEADERS.items()}
+    missing = sorted(_PAYPAL_HEADERS[key] for key, value in headers.items() if not value)
+    if missing:
+        raise RelayError(
+            ErrorCode.INVALID_SIGNATURE, "PayPal's signature headers are missing", missing
+        )
+    payload = await request.body()
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+        raise RelayError(ErrorCode.INVALID_SIGNATURE, "the body is not a PayPal event")
+    try:
+        valid = await _paypal_client(request, settings).verify_webhook(
+            {key: str(value) for key, value in headers.items()}, event
+        )
+    except ApplicationError as exc:
+        if exc.type == ErrorCode.VALIDATION_ERROR.value:
+            valid = False  # PayPal refused the verification request: not PayPal's event
+        else:
+            # PayPal's verification is down: the event is neither refused nor recorded,
+            # and PayPal delivers it again.
+            raise RelayError(
+                ErrorCode.PROVIDER_ERROR,
+                "PayPal's signature verification could not be reached",
+                {"retryable": True},
+            ) from None
+    if not valid:
+        raise RelayError(ErrorCode.INVALID_SIGNATURE, "PayPal did not verify the signature")
+    return payload, event
+
+
+@webhooks_router.post(
+    "/paypal",
+    summary="PayPal's webhook (public; verified by PayPal's verify-webhook-signature API)",
+    description="Each event is verified by PayPal (POST /v1/notifications/"
+    "verify-webhook-signature with PAYPAL_WEBHOOK_ID and the PAYPAL-* headers), recorded "
+    "once by event id and forwarded to its payment's workflow. 400 INVALID_SIGNATURE "
+    "(a header missing, or FAILURE) writes nothing; a duplicate is 200 with "
+    "`duplicate: true`; 502 when PayPal cannot verify now, 503 when the event could not be "
+    "recorded (PayPal retries).",
+    response_model=Envelope[InboundAccepted],
+    responses=error_responses(400, 502, 503),
+)
+async def paypal_webhook(
+    request: Request, engine: EngineDep, settings: SettingsDep
+) -> dict[str, Any]:
+    payload, event = await _verified_paypal_event(request, settings)
+    event_id = str(event["id"])
+    kind = str(event.get("event_type", ""))
+    target, object_id = await asyncio.to_thread(
+        paypal_target,
+        event,
+        lambda rid, oid, cid: repository.paypal_payment_of(engine, rid, oid, cid),
+    )
+    recorded = await group_recorder(request).record(
+        inbox.Incoming(
+            provider=paypal.PROVIDER,
+            event_id=event_id,
+            type=kind,
+            payload=payload,
+            target=target,
+            object_id=object_id,
+        )
+    )
+    status = recorded.status
+    if not recorded.duplicate and recorded.target is not None:
+        claimed = Claimed(
+            recorded.id,
+            paypal.PROVIDER,
+            event_id,
+            kind,
+            recorded.object_id,
+            recorded.target,
+            lease_until=recorded.lease_until,
+        )
+        try:
+            client = await request.app.state.temporal.client()
+        except RelayError:
+            client = None
+        marks = forwarded_marks(request)
+        if await forward(engine, client, settings.temporal_task_queue, claimed, marks=marks):
+            status = InboundStatus.FORWARDED
+    data = {
+        "id": recorded.id,
+        "event_id": event_id,
+        "duplicate": recorded.duplicate,
+        "status": status,
+    }
+    return ok(InboundAccepted.model_validate(data))
+
+
+routers = (router, webhooks_router)

@@ -1,7 +1,7 @@
 """Payments: each payment Relay knows, its read model.
 
-`payments` maps Relay's payment id to Stripe's PaymentIntent id, so a Stripe event that
-names only the intent reaches the right workflow; the workflow (the single writer)
+`payments` maps Relay's payment id to Stripe's PaymentIntent id (or PayPal's order id),
+so a provider event that names only the provider's object reaches the right workflow; the workflow (the single writer)
 keeps the rest of the row for the routes. Amounts are in the currency's minor unit.
 """
 
@@ -29,6 +29,15 @@ class Payment(SQLModel, table=True):
     user_id: str | None = Field(default=None, max_length=255, index=True)
     stripe_customer_id: str | None = Field(default=None, max_length=255)
     stripe_payment_intent_id: str | None = Field(default=None, max_length=255, unique=True)
+    # PayPal: its order (routes PayPal's events that carry no custom_id), its capture and
+    # the buyer's approval link while one is needed.
+    paypal_order_id: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    paypal_capture_id: str | None = Field(default=None, max_length=64)
+    approve_url: str | None = Field(default=None, max_length=2000)
+    # The client's metadata (Stripe also holds it on the intent; PayPal orders have none).
+    metadata_: dict[str, str] | None = Field(
+        default=None, sa_column=Column("metadata", JSONType, nullable=True)
+    )
     status: str | None = Field(default=None, max_length=32)
     relay_status: PaymentStatus = Field(
         default=PaymentStatus.PENDING, sa_type=String(32), index=True

@@ -44,6 +44,26 @@ CANCELABLE = frozenset(
 REFUND_IN_FLIGHT = frozenset({"pending", "requires_action"})
 REFUND_COUNTED = frozenset({"pending", "requires_action", "succeeded"})
 
+# PayPal: `status` is the order's until it is captured, then `CAPTURE_` and the capture's.
+PAYPAL = "paypal"
+PAYPAL_AWAITING_PAYER = frozenset({"CREATED", "PAYER_ACTION_REQUIRED"})
+PAYPAL_CAPTURABLE = frozenset({"CREATED", "PAYER_ACTION_REQUIRED", "APPROVED"})
+# Not captured: Relay may stop tracking it (PayPal orders cannot be deleted).
+PAYPAL_CANCELABLE = PAYPAL_CAPTURABLE
+PAYPAL_EVENT_SIGNAL = "paypal_event"
+# PayPal's events that concern a payment's order or capture.
+PAYPAL_EVENTS = frozenset(
+    {
+        "CHECKOUT.ORDER.APPROVED",
+        "CHECKOUT.ORDER.COMPLETED",
+        "PAYMENT.CAPTURE.COMPLETED",
+        "PAYMENT.CAPTURE.DENIED",
+        "PAYMENT.CAPTURE.PENDING",
+        "PAYMENT.CAPTURE.REFUNDED",
+        "PAYMENT.CAPTURE.REVERSED",
+    }
+)
+
 PROVIDER = "stripe"
 # The inbox forwards Stripe events by these names (signal-with-start, see
 # relay.inbound.forward), so they are fixed here rather than taken from the class.
@@ -80,6 +100,8 @@ class CreatePayment:
     confirm: bool = False
     capture_method: str = "automatic"
     return_url: str | None = None
+    provider: str = PROVIDER
+    cancel_url: str | None = None
 
 
 @dataclass
@@ -148,6 +170,18 @@ class PaymentView:
     # started after an earlier chain of runs ended, the workflow id and this run's id
     # (its write numbers start again; its keys must not meet the earlier ones).
     key_prefix: str | None = None
+    # PayPal: the order, its capture, the buyer's approval link while it is needed, and
+    # whether Relay stopped tracking an uncaptured order (canceled: PayPal cannot delete it).
+    paypal_order_id: str | None = None
+    paypal_capture_id: str | None = None
+    approve_url: str | None = None
+    canceled: bool = False
+    # The client's metadata as given (PayPal orders have none: Relay keeps it).
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def provider_id(self) -> str | None:
+        """The provider's object this payment mirrors (None: not created yet)."""
+        return self.paypal_order_id if self.provider == PAYPAL else self.stripe_payment_intent_id
 
 
 @dataclass
@@ -163,6 +197,8 @@ class PaymentInput:
     seen_events: list[str] = field(default_factory=list)
     runs: int = 0
     view: PaymentView | None = None
+    provider: str = PROVIDER
+    paypal_order_id: str | None = None
 
 
 @dataclass
@@ -233,6 +269,38 @@ class IntentSnapshot:
     created: datetime | None = None
     # The refund a `refund` write created (its id), when it did.
     refund_id: str | None = None
+    provider: str = PROVIDER
+    paypal_order_id: str | None = None
+    paypal_capture_id: str | None = None
+    approve_url: str | None = None
+
+
+@dataclass
+class CreateOrderInput:
+    """PayPal: create the order (intent CAPTURE); `request_id` is its PayPal-Request-Id."""
+
+    request_id: str
+    payment_id: str
+    request: CreatePayment
+
+
+@dataclass
+class ReadOrderInput:
+    paypal_order_id: str
+
+
+@dataclass
+class OrderWriteInput:
+    """One PayPal write: `action` is capture or refund (of `capture_id`, `amount` minor
+    units in `currency`, None: all that remains)."""
+
+    request_id: str
+    paypal_order_id: str
+    action: str
+    capture_id: str | None = None
+    amount: int | None = None
+    currency: str = ""
+    payment_id: str = ""
 
 
 @dataclass

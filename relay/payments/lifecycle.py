@@ -11,6 +11,18 @@ Relay's status from Stripe's:
 | processing                                        | PROCESSING                       |
 | succeeded                                         | SUCCEEDED, PARTIALLY_REFUNDED or REFUNDED by its refunds |
 | canceled                                          | CANCELED (EXPIRED when Relay's expiry canceled it) |
+
+PayPal's (`status` is the order's until captured, then `CAPTURE_<capture status>`):
+
+| PayPal                                  | relayStatus                                  |
+|-----------------------------------------|----------------------------------------------|
+| CREATED / PAYER_ACTION_REQUIRED         | REQUIRES_ACTION (the buyer must approve)     |
+| APPROVED                                | REQUIRES_CAPTURE (awaiting Relay's capture)  |
+| any of those, Relay stopped tracking it | CANCELED (EXPIRED when the expiry did)       |
+| VOIDED                                  | CANCELED                                     |
+| CAPTURE_PENDING                         | PROCESSING                                   |
+| CAPTURE_COMPLETED / _PARTIALLY_REFUNDED / _REFUNDED | SUCCEEDED, PARTIALLY_REFUNDED or REFUNDED by its refunds |
+| CAPTURE_DENIED / CAPTURE_DECLINED / CAPTURE_FAILED | FAILED                        |
 """
 
 from __future__ import annotations
@@ -22,6 +34,9 @@ from typing import Any
 from relay.payments.contracts import (
     AWAITING_PAYER,
     FINAL,
+    PAYPAL,
+    PAYPAL_AWAITING_PAYER,
+    PAYPAL_CANCELABLE,
     REFUND_COUNTED,
     REFUND_IN_FLIGHT,
     REFUND_WINDOW_SECONDS,
@@ -52,15 +67,44 @@ def refund_in_flight(view: PaymentView) -> bool:
     return any(r.status in REFUND_IN_FLIGHT for r in view.refunds)
 
 
-def relay_status(snap: IntentSnapshot, *, expired: bool = False) -> PaymentStatus:
+def _by_refunds(snap: IntentSnapshot) -> PaymentStatus:
+    back = refunded(snap)
+    if back > 0 and back >= snap.amount_captured:
+        return PaymentStatus.REFUNDED
+    return PaymentStatus.PARTIALLY_REFUNDED if back > 0 else PaymentStatus.SUCCEEDED
+
+
+def paypal_status(
+    snap: IntentSnapshot, *, expired: bool = False, canceled: bool = False
+) -> PaymentStatus:
+    status = snap.status
+    if status in PAYPAL_CANCELABLE and (canceled or expired):
+        return PaymentStatus.EXPIRED if expired else PaymentStatus.CANCELED
+    if status in PAYPAL_AWAITING_PAYER:
+        return PaymentStatus.REQUIRES_ACTION
+    if status == "APPROVED":
+        return PaymentStatus.REQUIRES_CAPTURE
+    if status == "VOIDED":
+        return PaymentStatus.CANCELED
+    if status == "CAPTURE_PENDING":
+        return PaymentStatus.PROCESSING
+    if status in ("CAPTURE_COMPLETED", "CAPTURE_PARTIALLY_REFUNDED", "CAPTURE_REFUNDED"):
+        return _by_refunds(snap)
+    if status.startswith("CAPTURE_"):
+        return PaymentStatus.FAILED  # DENIED, DECLINED, FAILED
+    return PaymentStatus.PENDING
+
+
+def relay_status(
+    snap: IntentSnapshot, *, expired: bool = False, canceled: bool = False
+) -> PaymentStatus:
+    if snap.provider == PAYPAL:
+        return paypal_status(snap, expired=expired, canceled=canceled)
     status = snap.status
     if status == "canceled":
         return PaymentStatus.EXPIRED if expired else PaymentStatus.CANCELED
     if status == "succeeded":
-        back = refunded(snap)
-        if back > 0 and back >= snap.amount_captured:
-            return PaymentStatus.REFUNDED
-        return PaymentStatus.PARTIALLY_REFUNDED if back > 0 else PaymentStatus.SUCCEEDED
+        return _by_refunds(snap)
     if status == "processing":
         return PaymentStatus.PROCESSING
     if status == "requires_capture":
@@ -89,6 +133,7 @@ def event_data(view: PaymentView) -> dict[str, Any]:
         "provider": view.provider,
         "userId": view.user_id,
         "stripePaymentIntentId": view.stripe_payment_intent_id,
+        "paypalOrderId": view.paypal_order_id,
         "status": view.status,
         "relayStatus": view.relay_status.value,
         "amount": view.amount,
@@ -106,11 +151,15 @@ def apply_snapshot(
     """The view after Stripe's answer, and the events its change announces."""
     new = dataclasses.replace(
         view,
-        stripe_payment_intent_id=snap.stripe_payment_intent_id,
+        stripe_payment_intent_id=snap.stripe_payment_intent_id or None,
         stripe_customer_id=snap.customer_id or view.stripe_customer_id,
+        provider=snap.provider,
+        paypal_order_id=snap.paypal_order_id or view.paypal_order_id,
+        paypal_capture_id=snap.paypal_capture_id or view.paypal_capture_id,
+        approve_url=snap.approve_url,
         user_id=view.user_id or snap.user_id,
         status=snap.status,
-        relay_status=relay_status(snap, expired=view.expired),
+        relay_status=relay_status(snap, expired=view.expired, canceled=view.canceled),
         amount=snap.amount,
         currency=snap.currency,
         capture_method=snap.capture_method,
@@ -132,6 +181,8 @@ def apply_snapshot(
         new.last_error,
         [(r.id, r.status) for r in new.refunds],
         new.stripe_payment_intent_id,
+        new.paypal_order_id,
+        new.paypal_capture_id,
     ) != (
         view.status,
         view.relay_status,
@@ -140,6 +191,8 @@ def apply_snapshot(
         view.last_error,
         [(r.id, r.status) for r in view.refunds],
         view.stripe_payment_intent_id,
+        view.paypal_order_id,
+        view.paypal_capture_id,
     )
     if not changed:
         return new, []
@@ -171,6 +224,8 @@ def is_final(view: PaymentView, now: datetime) -> bool:
         return False
     if view.relay_status in FINAL:
         return True
+    if view.provider == PAYPAL and view.relay_status == PaymentStatus.FAILED:
+        return True  # a denied capture: PayPal offers no second attempt on the order
     if view.relay_status == PaymentStatus.SUCCEEDED or (
         view.relay_status == PaymentStatus.PARTIALLY_REFUNDED
     ):
@@ -187,7 +242,7 @@ def refund_window_end(view: PaymentView) -> datetime | None:
 
 def expiry_at(view: PaymentView, expiry_seconds: float) -> datetime | None:
     """When an intent still awaiting the payer is canceled (EXPIRED)."""
-    if view.status not in AWAITING_PAYER or view.created_at is None:
+    if view.status not in awaiting_payer(view) or view.created_at is None:
         return None
     return view.created_at + timedelta(seconds=expiry_seconds)
 
@@ -195,7 +250,7 @@ def expiry_at(view: PaymentView, expiry_seconds: float) -> datetime | None:
 def poll_at(view: PaymentView, poll_seconds: float) -> datetime | None:
     """When to re-read the intent if no event came: while Stripe may still change it
     on its own (not settled, or a refund in flight)."""
-    if view.stripe_payment_intent_id is None or view.last_read_at is None:
+    if view.provider_id() is None or view.last_read_at is None:
         return None
     settled = view.relay_status in FINAL or view.relay_status in (
         PaymentStatus.SUCCEEDED,
@@ -204,3 +259,8 @@ def poll_at(view: PaymentView, poll_seconds: float) -> datetime | None:
     if settled and not refund_in_flight(view):
         return None
     return view.last_read_at + timedelta(seconds=poll_seconds)
+
+
+def awaiting_payer(view: PaymentView) -> frozenset[str]:
+    """The provider's statuses in which the payment waits for the payer (expiry applies)."""
+    return PAYPAL_AWAITING_PAYER if view.provider == PAYPAL else AWAITING_PAYER

@@ -38,12 +38,43 @@ def relay_id_of(engine: Engine, stripe_payment_intent_id: str) -> str | None:
     return str(found) if found is not None else None
 
 
+def paypal_payment_of(
+    engine: Engine, relay_id: str | None, order_id: str | None, capture_id: str | None
+) -> tuple[str, str, str] | None:
+    """(Relay's id, PayPal order id, relayStatus) of the PayPal payment found by Relay's id,
+    its order or its capture, or None (not a PayPal payment Relay created)."""
+    query = select(P.c.id, P.c.paypal_order_id, P.c.relay_status).where(P.c.provider == "paypal")
+    key: uuid.UUID | None = None
+    if relay_id is not None:
+        try:
+            key = uuid.UUID(relay_id)
+        except ValueError:
+            key = None
+    if key is not None:
+        query = query.where(P.c.id == key)
+    elif order_id is not None:
+        query = query.where(P.c.paypal_order_id == order_id)
+    elif capture_id is not None:
+        query = query.where(P.c.paypal_capture_id == capture_id)
+    else:
+        return None
+    with engine.connect() as connection:
+        found = connection.execute(query).first()
+    if found is None or found.paypal_order_id is None:
+        return None
+    return str(found.id), str(found.paypal_order_id), str(found.relay_status)
+
+
 def _values(view: PaymentView) -> dict[str, Any]:
     return {
         "provider": view.provider,
         "user_id": view.user_id,
         "stripe_customer_id": view.stripe_customer_id,
         "stripe_payment_intent_id": view.stripe_payment_intent_id,
+        "paypal_order_id": view.paypal_order_id,
+        "paypal_capture_id": view.paypal_capture_id,
+        "approve_url": view.approve_url,
+        "metadata": view.metadata or None,
         "status": view.status,
         "relay_status": view.relay_status.value,
         "amount": view.amount,

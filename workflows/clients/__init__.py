@@ -46,6 +46,15 @@ class Entity:
     closed: str
 
 
+class WorkflowClosed(RelayError):
+    """The entity's run has ended (409 CONFLICT): a caller that can answer from the read
+    model, or start a new run, catches it."""
+
+    def __init__(self, entity: Entity) -> None:
+        super().__init__(ErrorCode.CONFLICT, entity.closed)
+        self.entity = entity
+
+
 def update_error(exc: WorkflowUpdateFailedError, entity: Entity) -> RelayError:
     """An update the workflow refused, with the code its ApplicationError carries. A
     provider refusing what the client asked (VALIDATION_ERROR) is a 400 (ARCHITECTURE.md)."""
@@ -77,7 +86,7 @@ async def await_update(entity: Entity, call: Awaitable[T]) -> T:
         ) from None
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise RelayError(ErrorCode.CONFLICT, entity.closed) from None
+            raise WorkflowClosed(entity) from None
         if exc.status == RPCStatusCode.FAILED_PRECONDITION:
             # Temporal takes no update while the run's workflow task is failing (no worker
             # runs the workflow on the task queue, a deployment in progress): retryable.

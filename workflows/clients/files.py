@@ -3,18 +3,10 @@ workflow class."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
-from datetime import timedelta
 from typing import TypeVar
 
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -27,51 +19,25 @@ from relay import search_attributes
 from relay.errors import ErrorCode, RelayError
 from relay.files.contracts import CompleteUpload, FileInput, FileView, file_workflow_id
 from relay.settings import Settings
-from workflows.clients import application_failure
+from workflows.clients import Entity, WorkflowClosed, await_update
 from workflows.files import FileWorkflow
 
 T = TypeVar("T")
-
-# How long a request waits for the workflow (a HEAD on S3 at most). Past it the answer is
-# 502 PROVIDER_ERROR (retryable); the same request again lands on the same workflow.
-UPDATE_WAIT = timedelta(seconds=25)
-
-
-class WorkflowGone(Exception):
-    """The file's run has ended: its state is in the read model."""
 
 
 def file_handle(client: Client, file_id: str) -> WorkflowHandle[FileWorkflow, FileView]:
     return client.get_workflow_handle_for(FileWorkflow.run, file_workflow_id(file_id))
 
 
-def _error(exc: WorkflowUpdateFailedError) -> RelayError:
-    cause = application_failure(exc)
-    if cause is None:
-        return RelayError(ErrorCode.INTERNAL_ERROR, "the file's workflow failed")
-    try:
-        code = ErrorCode(cause.type or "")
-    except ValueError:
-        code = ErrorCode.PROVIDER_ERROR
-    return RelayError(code, cause.message)
+def _entity(file_id: str) -> Entity:
+    return Entity(
+        "the file", "fileId", file_id, "S3", "the file's workflow has ended (READY or REJECTED)"
+    )
 
 
 async def _wait(file_id: str, call: Awaitable[T]) -> T:
-    try:
-        async with asyncio.timeout(UPDATE_WAIT.total_seconds()):
-            return await call
-    except WorkflowUpdateFailedError as exc:
-        raise _error(exc) from None
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise RelayError(
-            ErrorCode.PROVIDER_ERROR,
-            "the file's workflow did not answer in time; retry the same request",
-            {"fileId": file_id, "retryable": True},
-        ) from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise WorkflowGone(file_id) from None
-        raise
+    """Raises `WorkflowClosed` when the file's run has ended."""
+    return await await_update(_entity(file_id), call)
 
 
 def _search_attributes(view: FileView) -> TypedSearchAttributes:
@@ -104,14 +70,14 @@ async def create_file(client: Client, settings: Settings, view: FileView) -> Fil
                 FileWorkflow.open, start_workflow_operation=start
             ),
         )
-    except WorkflowGone:
+    except WorkflowClosed:
         raise RelayError(
             ErrorCode.CONFLICT, "a file with this idempotencyKey already ended"
         ) from None
 
 
 async def complete_file(client: Client, file_id: str, request: CompleteUpload) -> FileView:
-    """Raises `WorkflowGone` when the run has ended (the file is READY or REJECTED)."""
+    """Raises `WorkflowClosed` when the run has ended (the file is READY or REJECTED)."""
     handle = file_handle(client, file_id)
     return await _wait(file_id, handle.execute_update(FileWorkflow.complete, request))
 
@@ -146,5 +112,5 @@ async def delete_file(client: Client, settings: Settings, view: FileView) -> Fil
                 FileWorkflow.delete, start_workflow_operation=start
             ),
         )
-    except WorkflowGone:
+    except WorkflowClosed:
         raise RelayError(ErrorCode.NOT_FOUND, "no file with that id") from None

@@ -19,6 +19,7 @@ from temporalio.common import (
 
 from relay import search_attributes
 from relay.payments.contracts import (
+    PAYPAL,
     PROVIDER,
     CapturePayment,
     ConfirmPayment,
@@ -45,18 +46,21 @@ async def payment_state(client: Client, payment_id: str) -> PaymentState:
     return await payment_handle(client, payment_id).query(PaymentWorkflow.state)
 
 
-def _entity(payment_id: str) -> Entity:
+_PROVIDER_NAMES = {PROVIDER: "Stripe", PAYPAL: "PayPal"}
+
+
+def _entity(payment_id: str, provider: str) -> Entity:
     return Entity(
         "the payment",
         "paymentId",
         payment_id,
-        "Stripe",
+        _PROVIDER_NAMES.get(provider, provider),
         "the payment is closed; nothing more can change",
     )
 
 
-async def _wait(payment_id: str, call: Awaitable[T]) -> T:
-    return await await_update(_entity(payment_id), call)
+async def _wait(payment_id: str, call: Awaitable[T], provider: str = PROVIDER) -> T:
+    return await await_update(_entity(payment_id, provider), call)
 
 
 async def create_payment(
@@ -65,7 +69,7 @@ async def create_payment(
     """Update-with-start: a retried request lands on the same workflow and gets its result."""
     attributes = [
         SearchAttributePair(search_attributes.ENTITY_ID, payment_id),
-        SearchAttributePair(search_attributes.PROVIDER, PROVIDER),
+        SearchAttributePair(search_attributes.PROVIDER, request.provider),
     ]
     if request.user_id:
         attributes.append(SearchAttributePair(search_attributes.USER_ID, request.user_id))
@@ -73,6 +77,7 @@ async def create_payment(
         PaymentWorkflow.run,
         PaymentInput(
             payment_id=payment_id,
+            provider=request.provider,
             poll_interval_seconds=settings.payment_poll_interval.total_seconds(),
             expiry_seconds=settings.payment_expiry.total_seconds(),
         ),
@@ -90,6 +95,7 @@ async def create_payment(
         client.execute_update_with_start_workflow(
             PaymentWorkflow.create, request, start_workflow_operation=start
         ),
+        request.provider,
     )
 
 
@@ -98,16 +104,22 @@ async def confirm_payment(client: Client, payment_id: str, request: ConfirmPayme
     return await _wait(payment_id, handle.execute_update(PaymentWorkflow.confirm, request))
 
 
-async def capture_payment(client: Client, payment_id: str, request: CapturePayment) -> PaymentView:
+async def capture_payment(
+    client: Client, payment_id: str, request: CapturePayment, provider: str = PROVIDER
+) -> PaymentView:
     handle = payment_handle(client, payment_id)
-    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.capture, request))
+    return await _wait(
+        payment_id, handle.execute_update(PaymentWorkflow.capture, request), provider
+    )
 
 
-async def cancel_payment(client: Client, payment_id: str) -> PaymentView:
+async def cancel_payment(client: Client, payment_id: str, provider: str = PROVIDER) -> PaymentView:
     handle = payment_handle(client, payment_id)
-    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.cancel))
+    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.cancel), provider)
 
 
-async def refund_payment(client: Client, payment_id: str, request: RefundPayment) -> RefundResult:
+async def refund_payment(
+    client: Client, payment_id: str, request: RefundPayment, provider: str = PROVIDER
+) -> RefundResult:
     handle = payment_handle(client, payment_id)
-    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.refund, request))
+    return await _wait(payment_id, handle.execute_update(PaymentWorkflow.refund, request), provider)

@@ -2,6 +2,9 @@
 
 - create-event-refunds: POST /v1/payments (manual capture, confirmed), a signed Stripe
   event and its duplicate, capture, a partial refund, then the rest (it ends REFUNDED).
+- paypal-approve-capture-refunds: POST /v1/payments (provider paypal) against Relay's
+  PayPal sandbox, the buyer's approval (its signed CHECKOUT.ORDER.APPROVED through
+  /webhooks/paypal), capture, a partial refund, then the rest (it ends REFUNDED).
 """
 
 from __future__ import annotations
@@ -55,6 +58,55 @@ async def create_event_refunds(rec: Recording) -> list[str]:
                 for path, body_json in (
                     ("capture", {}),
                     ("refunds", {"amount": 2000}),
+                    ("refunds", {}),
+                ):
+                    response = await http.post(f"/v1/payments/{pid}/{path}", json=body_json)
+                    response.raise_for_status()
+                await handle.result()
+            return [payment_workflow_id(pid)]
+
+
+@scenario("PaymentWorkflow", "paypal-approve-capture-refunds")
+async def paypal_approve_capture_refunds(rec: Recording) -> list[str]:
+    from relay.payments.contracts import payment_workflow_id
+    from relay.sandbox.paypal import PayPalSandbox
+
+    with PayPalSandbox(port=0).run_in_thread() as server:
+        sandbox = server.sandbox
+        async with rec.stack(
+            paypal_client_id=sandbox.client_id,
+            paypal_client_secret=sandbox.client_secret,
+            paypal_api_base=sandbox.api_base,
+            paypal_webhook_id=sandbox.webhook_id,
+            inbound_poll_interval="100ms",
+        ) as stack:
+            server.state.add_webhook(f"{stack.api_url}/webhooks/paypal", sandbox.webhook_id)
+            async with stack.http() as http:  # type: ignore[attr-defined]
+                created = await http.post(
+                    "/v1/payments",
+                    json={
+                        "provider": "paypal",
+                        "amount": 1999,
+                        "currency": "usd",
+                        "userId": "user-rec",
+                        "returnUrl": "https://shop.example/return",
+                        "cancelUrl": "https://shop.example/cancel",
+                    },
+                )
+                created.raise_for_status()
+                data = created.json()["data"]
+                pid = data["id"]
+                server.state.approve(data["paypalOrderId"])
+                handle = stack.client.get_workflow_handle(payment_workflow_id(pid))
+
+                async def approved() -> bool:
+                    response = await http.get(f"/v1/payments/{pid}")
+                    return bool(response.json()["data"]["relayStatus"] == "REQUIRES_CAPTURE")
+
+                await until(approved)
+                for path, body_json in (
+                    ("capture", {}),
+                    ("refunds", {"amount": 500}),
                     ("refunds", {}),
                 ):
                     response = await http.post(f"/v1/payments/{pid}/{path}", json=body_json)
