@@ -27,11 +27,10 @@ from api.deps import (
     EngineDep,
     SettingsDep,
     TemporalDep,
-    forwarded_marks,
-    group_recorder,
     require_api_key,
 )
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.inbound import accept_event
 from api.pagination import page
 from api.schemas.billing import (
     StripeEventAccepted,
@@ -55,10 +54,6 @@ from relay.billing.contracts import (
 from relay.billing.signature import verify_event, webhook_secrets
 from relay.db import as_utc
 from relay.errors import ErrorCode, RelayError
-from relay.inbound import repository as inbox
-from relay.inbound.contracts import InboundStatus
-from relay.inbound.forward import forward
-from relay.inbound.repository import Claimed
 from relay.stripe_router import PROVIDER, stripe_target
 from workflows.clients.billing import (
     cancel_subscription,
@@ -98,41 +93,17 @@ async def stripe_webhook(
     # Billing's subscriptions first, then payments' intents (relay.stripe_router).
     target, object_id = await asyncio.to_thread(stripe_target, event, engine)
     # Committed before the answer; concurrent deliveries share one transaction.
-    recorded = await group_recorder(request).record(
-        inbox.Incoming(
-            provider=PROVIDER,
-            event_id=event["id"],
-            type=str(event.get("type", "")),
-            payload=payload,
-            target=target,
-            object_id=object_id,
-        )
+    return await accept_event(
+        request,
+        engine,
+        settings,
+        provider=PROVIDER,
+        event_id=event["id"],
+        kind=str(event.get("type", "")),
+        payload=payload,
+        target=target,
+        object_id=object_id,
     )
-    status = recorded.status
-    if not recorded.duplicate and recorded.target is not None:
-        claimed = Claimed(
-            recorded.id,
-            PROVIDER,
-            event["id"],
-            str(event.get("type", "")),
-            recorded.object_id,
-            recorded.target,
-            lease_until=recorded.lease_until,
-        )
-        try:
-            client = await request.app.state.temporal.client()
-        except RelayError:
-            client = None
-        marks = forwarded_marks(request)
-        if await forward(engine, client, settings.temporal_task_queue, claimed, marks=marks):
-            status = InboundStatus.FORWARDED
-    data = {
-        "id": recorded.id,
-        "event_id": event["id"],
-        "duplicate": recorded.duplicate,
-        "status": status,
-    }
-    return ok(StripeEventAccepted.model_validate(data))
 
 
 # --- /v1/subscriptions ---------------------------------------------------------------------

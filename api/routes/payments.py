@@ -24,11 +24,10 @@ from api.deps import (
     EngineDep,
     SettingsDep,
     TemporalDep,
-    forwarded_marks,
-    group_recorder,
     require_api_key,
 )
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.inbound import accept_event
 from api.pagination import newest_first_page, page
 from api.schemas.inbound import InboundAccepted
 from api.schemas.payments import (
@@ -42,10 +41,6 @@ from api.schemas.payments import (
     view_fields,
 )
 from relay.errors import ErrorCode, RelayError
-from relay.inbound import repository as inbox
-from relay.inbound.contracts import InboundStatus
-from relay.inbound.forward import forward
-from relay.inbound.repository import Claimed
 from relay.payments import paypal, repository
 from relay.payments.contracts import (
     FINAL,
@@ -385,41 +380,17 @@ async def paypal_webhook(
         event,
         lambda rid, oid, cid: repository.paypal_payment_of(engine, rid, oid, cid),
     )
-    recorded = await group_recorder(request).record(
-        inbox.Incoming(
-            provider=paypal.PROVIDER,
-            event_id=event_id,
-            type=kind,
-            payload=payload,
-            target=target,
-            object_id=object_id,
-        )
+    return await accept_event(
+        request,
+        engine,
+        settings,
+        provider=paypal.PROVIDER,
+        event_id=event_id,
+        kind=kind,
+        payload=payload,
+        target=target,
+        object_id=object_id,
     )
-    status = recorded.status
-    if not recorded.duplicate and recorded.target is not None:
-        claimed = Claimed(
-            recorded.id,
-            paypal.PROVIDER,
-            event_id,
-            kind,
-            recorded.object_id,
-            recorded.target,
-            lease_until=recorded.lease_until,
-        )
-        try:
-            client = await request.app.state.temporal.client()
-        except RelayError:
-            client = None
-        marks = forwarded_marks(request)
-        if await forward(engine, client, settings.temporal_task_queue, claimed, marks=marks):
-            status = InboundStatus.FORWARDED
-    data = {
-        "id": recorded.id,
-        "event_id": event_id,
-        "duplicate": recorded.duplicate,
-        "status": status,
-    }
-    return ok(InboundAccepted.model_validate(data))
 
 
 routers = (router, webhooks_router)
