@@ -1,6 +1,6 @@
 """Payments' side effects: PaymentIntents through Stripe's official SDK, the payments'
 read model, Relay's outgoing payment events (PayPal's orders: `activities.payments_paypal`,
-registered from here).
+one-off invoices: `activities.payments_invoices`, both registered from here).
 
 `PaymentActivities` holds one `stripe.StripeClient` per worker, configured from
 STRIPE_SECRET_KEY and STRIPE_API_BASE (localstripe in the sandbox and the tests: one
@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.payments_invoices import InvoiceActivities
 from activities.payments_paypal import PayPalPaymentActivities
 from relay import stripe_api
 from relay.errors import ErrorCode
@@ -69,6 +70,8 @@ class PaymentActivities:
         self._stripe = stripe_api.stripe_client(settings)
         # PayPal's activities (one provider per module), registered with these.
         self.paypal = PayPalPaymentActivities(settings=settings)
+        # One-off invoices' activities (`invoice-{id}` workflows), registered with these.
+        self.invoices = InvoiceActivities(settings=settings, engine=engine)
 
     @classmethod
     def from_context(cls, context: WorkerContext) -> PaymentActivities:
@@ -84,6 +87,7 @@ class PaymentActivities:
             self.save_payment,
             self.publish_payment_events,
             *self.paypal.activities(),
+            *self.invoices.activities(),
         ]
 
     def _client(self) -> stripe.StripeClient:

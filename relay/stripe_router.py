@@ -3,8 +3,9 @@ reconciliation both use.
 
 Each capability with Stripe objects declares its own routing (`relay.billing.inbound`
 for subscriptions and their invoices, `relay.payments.inbound` for the PaymentIntents
-Relay created); the router asks billing, then payments, and an event neither takes is
-recorded and IGNORED. Only ids are read from the payload.
+Relay created, `relay.payments.invoices` for the one-off invoices Relay created); the
+router asks billing first (a subscription's invoice stays the subscription's), then
+payments' invoices, then payments, and an event none takes is recorded and IGNORED. Only ids are read from the payload.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from relay.billing import inbound as billing_inbound
 from relay.billing import repository as billing_repository
 from relay.inbound.contracts import ForwardTarget
 from relay.payments import inbound as payments_inbound
+from relay.payments import invoices as payments_invoices
 from relay.payments import repository as payments_repository
 
 PROVIDER = "stripe"
@@ -30,9 +32,14 @@ def stripe_target(event: dict[str, Any], engine: Engine) -> tuple[ForwardTarget 
     )
     if target is not None:
         return target, object_id
+    invoice_target, invoice_id = payments_invoices.stripe_target(
+        event, lambda sid: payments_repository.invoice_of_stripe(engine, sid)
+    )
+    if invoice_target is not None:
+        return invoice_target, invoice_id
     payment_target, intent_id = payments_inbound.stripe_target(
         event, lambda pid: payments_repository.relay_id_of(engine, pid)
     )
     if payment_target is not None:
         return payment_target, intent_id
-    return None, object_id or intent_id
+    return None, object_id or invoice_id or intent_id

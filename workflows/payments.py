@@ -30,6 +30,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.payments_invoices import InvoiceWorkflow
+
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from activities.payments_paypal import PayPalPaymentActivities
@@ -541,4 +543,5 @@ def _cause(exc: ActivityError) -> ApplicationError:
     )
 
 
-WORKFLOWS = (PaymentWorkflow,)
+# One-off invoices' workflow lives in its own module (`workflows.payments_invoices`).
+WORKFLOWS = (PaymentWorkflow, InvoiceWorkflow)

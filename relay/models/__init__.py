@@ -13,7 +13,7 @@ from relay.models.oauth import (
     IntegrationSyncLog,
     OAuthState,
 )
-from relay.models.payments import Payment
+from relay.models.payments import Invoice, Payment
 from relay.models.platform import ApiKey, CodecSession, ProviderCall, ProviderCallStatus
 from relay.models.webhooks import (
     AttemptTrigger,
@@ -40,6 +40,7 @@ __all__ = [
     "IntegrationCredentialAccess",
     "IntegrationStatus",
     "IntegrationSyncLog",
+    "Invoice",
     "OAuthState",
     "Payment",
     "ProviderCall",

@@ -59,3 +59,30 @@ class Payment(SQLModel, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
+
+
+class Invoice(SQLModel, table=True):
+    """A one-off Stripe invoice's read model, written only by its workflow's activities;
+    maps Stripe's invoice id to Relay's, so Stripe's `invoice.*` events reach it."""
+
+    __tablename__ = "invoices"
+
+    id: uuid.UUID = Field(primary_key=True)
+    user_id: str | None = Field(default=None, max_length=255, index=True)
+    stripe_customer_id: str | None = Field(default=None, max_length=255)
+    stripe_invoice_id: str | None = Field(default=None, max_length=255, unique=True, index=True)
+    status: str | None = Field(default=None, max_length=16, index=True)
+    currency: str = Field(max_length=3)
+    amount_due: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    amount_paid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    number: str | None = Field(default=None, max_length=64)
+    hosted_invoice_url: str | None = Field(default=None, max_length=2000)
+    invoice_pdf: str | None = Field(default=None, max_length=2000)
+    due_date: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    sent: bool = Field(default=False)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False, index=True)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )

@@ -313,3 +313,140 @@ class PaymentEvent:
 @dataclass
 class PublishPaymentEvents:
     events: list[PaymentEvent] = field(default_factory=list)
+
+
+# --- invoices (InvoiceWorkflow, `invoice-{id}`) ----------------------------------------------
+
+
+class InvoiceStatus(StrEnum):
+    """A Stripe invoice's status, as Stripe holds it (Relay's status is the same)."""
+
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+# A paid or voided invoice can change no more: its workflow ends.
+INVOICE_FINAL = frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID})
+INVOICE_WORKFLOW = "InvoiceWorkflow"
+INVOICE_ID_METADATA = "relayInvoiceId"
+DEFAULT_DAYS_UNTIL_DUE = 30
+
+
+def invoice_workflow_id(invoice_id: str) -> str:
+    return f"invoice-{invoice_id}"
+
+
+@dataclass
+class InvoiceItem:
+    description: str
+    amount: int  # per unit, minor units
+    quantity: int = 1
+
+
+@dataclass
+class CreateInvoice:
+    """The `create` update: who is invoiced (`user_id`: the customer billing keeps for
+    the user; or a Stripe `customer_id`), what, and whether Stripe emails it."""
+
+    currency: str
+    items: list[InvoiceItem] = field(default_factory=list)
+    user_id: str | None = None
+    customer_id: str | None = None
+    days_until_due: int = DEFAULT_DAYS_UNTIL_DUE
+    auto_send: bool = False
+
+
+@dataclass
+class InvoiceView:
+    """Relay's view of one invoice, re-read from Stripe; what the read model stores."""
+
+    id: str
+    stripe_invoice_id: str | None = None
+    stripe_customer_id: str | None = None
+    user_id: str | None = None
+    status: str | None = None
+    currency: str = ""
+    amount_due: int = 0
+    amount_paid: int = 0
+    number: str | None = None
+    hosted_invoice_url: str | None = None
+    invoice_pdf: str | None = None
+    due_date: datetime | None = None
+    attempt_count: int = 0
+    sent: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass
+class InvoiceInput:
+    invoice_id: str
+    stripe_invoice_id: str | None = None
+    poll_interval_seconds: float = DEFAULT_POLL_INTERVAL_SECONDS
+    seen_events: list[str] = field(default_factory=list)
+    view: InvoiceView | None = None
+
+
+@dataclass
+class InvoiceState:
+    invoice_id: str
+    view: InvoiceView | None = None
+    events_applied: int = 0
+    duplicates_dropped: int = 0
+    last_event_type: str | None = None
+
+
+@dataclass
+class InvoiceSnapshot:
+    """The invoice as Stripe holds it now (a read, never an event's payload)."""
+
+    stripe_invoice_id: str
+    status: str
+    stripe_customer_id: str | None = None
+    currency: str = ""
+    amount_due: int = 0
+    amount_paid: int = 0
+    number: str | None = None
+    hosted_invoice_url: str | None = None
+    invoice_pdf: str | None = None
+    due_date: datetime | None = None
+    attempt_count: int = 0
+
+
+@dataclass
+class DraftInvoiceInput:
+    """Draft the invoice and add its items; `key` prefixes every Idempotency-Key."""
+
+    key: str
+    invoice_id: str
+    request: CreateInvoice
+
+
+@dataclass
+class InvoiceWriteInput:
+    """One write to a drafted invoice: `finalize`, `send` or `void`."""
+
+    key: str
+    stripe_invoice_id: str
+    action: str
+
+
+@dataclass
+class ReadInvoiceInput:
+    stripe_invoice_id: str
+
+
+@dataclass
+class InvoiceEvent:
+    """An outgoing `invoice.*` event; the key makes a retried publish a no-op."""
+
+    type: str
+    idempotency_key: str
+    data: dict[str, Any]
+
+
+@dataclass
+class PublishInvoiceEvent:
+    event: InvoiceEvent

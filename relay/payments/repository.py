@@ -15,10 +15,11 @@ from sqlalchemy.engine import Engine
 
 from relay.db import utcnow
 from relay.errors import ErrorCode, RelayError
-from relay.models.payments import Payment
-from relay.payments.contracts import PaymentView
+from relay.models.payments import Invoice, Payment
+from relay.payments.contracts import InvoiceView, PaymentView
 
 P = Payment.__table__  # type: ignore[attr-defined]
+INV = Invoice.__table__  # type: ignore[attr-defined]
 
 
 def parse_id(payment_id: str) -> uuid.UUID:
@@ -132,3 +133,59 @@ def payments_query(*, user_id: str | None = None, relay_status: str | None = Non
     if relay_status:
         query = query.where(P.c.relay_status == relay_status)
     return query
+
+
+# --- invoices ------------------------------------------------------------------------------
+
+
+def invoice_of_stripe(engine: Engine, stripe_invoice_id: str) -> tuple[str, str | None] | None:
+    """(Relay's id, status) of the invoice Relay created as that Stripe invoice, or None."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(INV.c.id, INV.c.status).where(INV.c.stripe_invoice_id == stripe_invoice_id)
+        ).first()
+    return (str(found.id), found.status) if found is not None else None
+
+
+def save_invoice(engine: Engine, view: InvoiceView) -> None:
+    """Upsert the read model of one invoice (its workflow's view of it)."""
+    values: dict[str, Any] = {
+        "user_id": view.user_id,
+        "stripe_customer_id": view.stripe_customer_id,
+        "stripe_invoice_id": view.stripe_invoice_id,
+        "status": view.status,
+        "currency": view.currency,
+        "amount_due": view.amount_due,
+        "amount_paid": view.amount_paid,
+        "number": view.number,
+        "hosted_invoice_url": view.hosted_invoice_url,
+        "invoice_pdf": view.invoice_pdf,
+        "due_date": view.due_date,
+        "sent": view.sent,
+        "updated_at": utcnow(),
+    }
+    invoice_id = uuid.UUID(view.id)
+    with engine.begin() as connection:
+        updated = connection.execute(
+            update(INV).where(INV.c.id == invoice_id).values(**values)
+        ).rowcount
+        if not updated:
+            connection.execute(
+                insert(INV).values(id=invoice_id, created_at=view.created_at or utcnow(), **values)
+            )
+
+
+def find_invoice(engine: Engine, invoice_id: str) -> Row[Any] | None:
+    try:
+        key = uuid.UUID(invoice_id)
+    except ValueError:
+        return None
+    with engine.connect() as connection:
+        return connection.execute(select(INV).where(INV.c.id == key)).first()
+
+
+def load_invoice(engine: Engine, invoice_id: str) -> Row[Any]:
+    row = find_invoice(engine, invoice_id)
+    if row is None:
+        raise RelayError(ErrorCode.NOT_FOUND, "no invoice with that id")
+    return row

@@ -19,6 +19,16 @@ serves, and `main` runs it. localstripe lacks, and this module adds:
   (400 for any other, as Stripe answers);
 - `customer.subscription.updated` (with `data.previous_attributes`) whenever an API
   request changes a subscription, and `invoice.paid` beside `invoice.payment_succeeded`;
+- one-off invoices as Stripe makes them: `POST /v1/invoices` takes `collection_method`
+  (charge_automatically | send_invoice), `days_until_due` (required with send_invoice),
+  `auto_advance`, `currency` and `pending_invoice_items_behavior=exclude` (an empty draft:
+  localstripe always takes the customer's pending items and refuses an invoice without);
+  `POST /v1/invoiceitems` takes `invoice` (the item becomes a line of that draft) and
+  `quantity` with `unit_amount_decimal`; `POST /v1/invoices/{id}/finalize` (draft → open,
+  `number`, `due_date`, `hosted_invoice_url`, `invoice_pdf`, `invoice.finalized`), `POST
+  /v1/invoices/{id}/send` (open send_invoice invoices, `invoice.sent`), and void sends
+  `invoice.voided` (localstripe's void fails on an invoice never paid). The hosted page
+  and the PDF are served at `/_sandbox/invoices/{id}` and `/_sandbox/invoices/{id}/pdf`;
 - sandbox controls, which the `/sandbox` page calls (no API key, as `/_config/`):
   `POST /_sandbox/subscriptions/{id}/renew {"outcome": "paid"|"failed"}` (default paid;
   one billing period later, or the trial's end: the renewal invoice, paid or declined), `POST
@@ -56,6 +66,7 @@ from localstripe.resources import (
     Event,
     Invoice,
     InvoiceItem,
+    InvoiceLineItem,
     PaymentIntent,
     Subscription,
     SubscriptionItem,
@@ -67,6 +78,8 @@ PAUSE_BEHAVIORS = ("keep_as_draft", "mark_uncollectible", "void")
 TRIAL_END_BEHAVIORS = ("create_invoice", "pause", "cancel")
 DEFAULT_TRIAL_SETTINGS = {"end_behavior": {"missing_payment_method": "create_invoice"}}
 RENEW_OUTCOMES = ("paid", "failed")
+COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+PENDING_ITEMS_BEHAVIORS = ("include", "exclude")
 # Stripe renews these; an incomplete, ended or paused subscription has no next period.
 RENEWABLE = frozenset({"active", "past_due", "unpaid", "trialing"})
 ENDED = frozenset({"canceled", "incomplete_expired"})
@@ -500,6 +513,172 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204)  # localstripe's add_cors_headers answers the origin
 
 
+# --- one-off invoices ---------------------------------------------------------------------
+
+_localstripe_invoice_create = Invoice._api_create
+_localstripe_invoice_void = Invoice._api_void_invoice
+_localstripe_invoiceitem_init = InvoiceItem.__init__
+
+
+def _flag(value: Any, param: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return bool(value == "true")
+    raise _invalid(f"Invalid boolean: {value}", param)
+
+
+def _api_create_invoice(
+    customer: Any = None,
+    collection_method: Any = None,
+    days_until_due: Any = None,
+    auto_advance: Any = None,
+    currency: Any = None,
+    pending_invoice_items_behavior: Any = None,
+    **data: Any,
+) -> Any:
+    method = collection_method or "charge_automatically"
+    if method not in COLLECTION_METHODS:
+        raise _invalid(
+            "Invalid collection_method: must be one of charge_automatically or send_invoice",
+            "collection_method",
+        )
+    due = None
+    if days_until_due is not None:
+        try:
+            due = int(days_until_due)
+        except (TypeError, ValueError):
+            raise _invalid("Invalid integer: days_until_due", "days_until_due") from None
+    if method == "send_invoice" and due is None:
+        raise _invalid(
+            "Missing required param: days_until_due (with collection_method send_invoice).",
+            "days_until_due",
+        )
+    behavior = pending_invoice_items_behavior or "include"
+    if behavior not in PENDING_ITEMS_BEHAVIORS:
+        raise _invalid(
+            "Invalid pending_invoice_items_behavior: must be one of include or exclude",
+            "pending_invoice_items_behavior",
+        )
+    advance = _flag(auto_advance, "auto_advance") if auto_advance is not None else False
+    if behavior == "include":
+        invoice = _localstripe_invoice_create(customer=customer, **data)
+    else:
+        if not isinstance(customer, str) or not customer.startswith("cus_"):
+            raise _invalid("Invalid customer", "customer")
+        Customer._api_retrieve(customer)  # 404 as Stripe's resource_missing
+        pending = [
+            item
+            for item in InvoiceItem._api_list_all(None, customer=customer, limit=99)._list
+            if item.invoice is None
+        ]
+        invoice = Invoice(customer=customer, **data)
+        # localstripe always takes the pending items: give them back (Stripe's `exclude`).
+        for item in pending:
+            item.invoice = None
+        invoice.lines._list = []
+        if currency:
+            invoice.currency = str(currency).lower()
+    invoice.collection_method = method
+    invoice.days_until_due = due
+    invoice.auto_advance = advance
+    return invoice
+
+
+def _init_invoice_item(
+    self: Any,
+    *args: Any,
+    quantity: Any = None,
+    unit_amount_decimal: Any = None,
+    **kwargs: Any,
+) -> None:
+    count = 1
+    if quantity is not None or unit_amount_decimal is not None:
+        try:
+            count = int(quantity if quantity is not None else 1)
+            unit = int(float(unit_amount_decimal))
+        except (TypeError, ValueError):
+            raise _invalid("Invalid quantity or unit_amount_decimal", "quantity") from None
+        if count < 1 or unit < 0 or kwargs.get("amount") is not None:
+            raise _invalid("Pass amount, or quantity with unit_amount_decimal", "quantity")
+        kwargs["amount"] = unit * count
+    invoice_id = kwargs.get("invoice")
+    invoice = Invoice._api_retrieve(invoice_id) if isinstance(invoice_id, str) else None
+    if invoice is not None and invoice.status != "draft":
+        raise _invalid("Invoice items can only be added to draft invoices.", "invoice")
+    _localstripe_invoiceitem_init(self, *args, **kwargs)
+    self.quantity = count
+    self.unit_amount = self.amount // count
+    if invoice is not None:
+        # Stripe makes it a line of that draft; localstripe only records the id.
+        invoice.lines._list.append(InvoiceLineItem(self))
+        invoice.currency = invoice.lines._list[0].currency
+
+
+def _invoice_url(request: web.Request, invoice_id: str) -> str:
+    return f"{request.scheme}://{request.host}/_sandbox/invoices/{invoice_id}"
+
+
+async def finalize_invoice_route(request: web.Request) -> web.Response:
+    invoice = Invoice._api_retrieve(request.match_info["id"])
+    if invoice.status != "draft":
+        raise _invalid(f"This invoice is already finalized (status {invoice.status}).")
+    invoice._finalize()
+    invoice.number = f"RELAY-{invoice.id[3:11].upper()}"
+    due = getattr(invoice, "days_until_due", None)
+    invoice.due_date = _now() + due * 86400 if due is not None else None
+    url = _invoice_url(request, invoice.id)
+    invoice.hosted_invoice_url = url
+    invoice.invoice_pdf = f"{url}/pdf"
+    schedule_webhook(Event("invoice.finalized", invoice))
+    if invoice.total <= 0:
+        invoice._on_payment_success()
+    return server.json_response(invoice._export())
+
+
+async def send_invoice_route(request: web.Request) -> web.Response:
+    invoice = Invoice._api_retrieve(request.match_info["id"])
+    if getattr(invoice, "collection_method", None) != "send_invoice":
+        raise _invalid("You can only send invoices with collection_method send_invoice.")
+    if invoice.status != "open":
+        raise _invalid(f"You can only send open invoices (status {invoice.status}).")
+    schedule_webhook(Event("invoice.sent", invoice))
+    return server.json_response(invoice._export())
+
+
+def _api_void_invoice(id: str, **kwargs: Any) -> Any:
+    invoice = Invoice._api_retrieve(id)
+    if invoice.status != "open":
+        # Stripe voids open invoices only (a draft is deleted instead).
+        raise _invalid(f"You can only void open invoices (status {invoice.status}).")
+    if invoice.payment_intent is None:
+        # localstripe's void cancels the invoice's intent, failing when it has none.
+        invoice._voided = True
+        invoice.status_transitions["voided_at"] = _now()
+    else:
+        invoice = _localstripe_invoice_void(id)
+    schedule_webhook(Event("invoice.voided", invoice))
+    return invoice
+
+
+async def hosted_invoice_route(request: web.Request) -> web.Response:
+    invoice = Invoice._api_retrieve(request.match_info["id"])
+    return web.Response(
+        text=(
+            f"<!doctype html><title>Invoice {invoice.number}</title>"
+            f"<h1>Invoice {invoice.number}</h1><p>{invoice.status}: "
+            f"{invoice.amount_due} {invoice.currency}</p>"
+        ),
+        content_type="text/html",
+    )
+
+
+async def invoice_pdf_route(request: web.Request) -> web.Response:
+    invoice = Invoice._api_retrieve(request.match_info["id"])
+    body = f"%PDF-1.4\n% Relay sandbox invoice {invoice.number}\n%%EOF\n"
+    return web.Response(body=body.encode(), content_type="application/pdf")
+
+
 # --- the app -----------------------------------------------------------------------------
 
 _built = False
@@ -520,6 +699,16 @@ def build_app() -> web.Application:
     SubscriptionItem._current_period = _current_period
     Invoice.status = property(_invoice_status)
     Invoice._on_payment_success = _on_payment_success
+    Invoice._api_create = staticmethod(_api_create_invoice)
+    Invoice._api_void_invoice = staticmethod(_api_void_invoice)
+    # Exported as null until finalized / set, as Stripe's.
+    Invoice.hosted_invoice_url = None
+    Invoice.invoice_pdf = None
+    Invoice.number = None
+    Invoice.due_date = None
+    Invoice.days_until_due = None
+    Invoice.auto_advance = False
+    InvoiceItem.__init__ = _init_invoice_item
 
     middlewares = app.middlewares
     middlewares[middlewares.index(server.auth_middleware)] = sandbox_auth
@@ -528,6 +717,15 @@ def build_app() -> web.Application:
         "/v1/subscriptions/{id}/resume",
         server.api_extra(_api_resume, "/v1/subscriptions/{id}/resume"),
     )
+    for route in app.router.routes():
+        if route.method == "POST" and route.resource is not None:
+            if route.resource.canonical == "/v1/invoices/{id}/void":
+                # localstripe bound its void function into the route when it was imported.
+                route._handler = server.api_extra(_api_void_invoice, route.resource.canonical)
+    app.router.add_post("/v1/invoices/{id}/finalize", finalize_invoice_route)
+    app.router.add_post("/v1/invoices/{id}/send", send_invoice_route)
+    app.router.add_get("/_sandbox/invoices/{id}", hosted_invoice_route)
+    app.router.add_get("/_sandbox/invoices/{id}/pdf", invoice_pdf_route)
     app.router.add_post("/_sandbox/subscriptions/{id}/renew", renew_route)
     app.router.add_post("/_sandbox/subscriptions/{id}/trial_will_end", trial_will_end_route)
     app.router.add_get("/_sandbox/events", events_route)

@@ -31,6 +31,8 @@ fuzz cannot set up.
   subscription, so the fuzz reaches their validation and their 404, never Stripe.)
 - `POST /v1/payments`: the same for a Stripe PaymentIntent and the payment workflow (its
   confirm, capture, cancel and refunds need a payment: validation and 404 only).
+- `POST /v1/invoices`: the same for a Stripe invoice and the invoice workflow (its void
+  needs an invoice: validation and 404 only).
 
 The routes that call OAuth providers (an integration's refresh, credentials, disconnect)
 stay in: they need an integration only a real OAuth flow creates, so the fuzz reaches
@@ -81,6 +83,7 @@ RUN_TIMEOUT = 240
 EXCLUDED = {
     "POST /v1/subscriptions": "creates a Stripe subscription through Relay's worker",
     "POST /v1/payments": "creates a Stripe PaymentIntent through Relay's worker",
+    "POST /v1/invoices": "creates a Stripe invoice through Relay's worker",
 }
 
 # One database, not both: PostgreSQL when CI provides it (the production engine).

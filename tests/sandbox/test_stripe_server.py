@@ -507,3 +507,103 @@ def test_the_event_list_is_newest_first_and_needs_no_key(
         assert response.status_code == 400
     # The Stripe API itself still wants a key.
     assert httpx.get(f"{stripe_server.api_base}/v1/subscriptions/{sid}").status_code == 401
+
+
+# --- one-off invoices --------------------------------------------------------------------
+
+
+def customer_with_card(stripe: stripe_sdk.StripeClient) -> str:
+    customer = stripe.v1.customers.create({})
+    stripe.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    stripe.v1.customers.update(
+        customer.id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
+    return str(customer.id)
+
+
+def draft_invoice(stripe: stripe_sdk.StripeClient, customer: str) -> str:
+    """A send_invoice draft with two lines, made as Stripe's docs make one (the draft
+    first, excluding pending items, then items added to it)."""
+    invoice = stripe.v1.invoices.create(
+        {
+            "customer": customer,
+            "collection_method": "send_invoice",
+            "days_until_due": 14,
+            "auto_advance": False,
+            "currency": "usd",
+            "pending_invoice_items_behavior": "exclude",
+            "metadata": {"relayInvoiceId": "inv-1"},
+        }
+    )
+    for description, amount, quantity in (("Consulting", 5000, 2), ("Setup", 1500, 1)):
+        stripe.v1.invoice_items.create(
+            {
+                "customer": customer,
+                "invoice": str(invoice.id),
+                "currency": "usd",
+                "description": description,
+                "unit_amount_decimal": str(amount),
+                "quantity": quantity,
+                "metadata": {"relayInvoiceId": "inv-1"},
+            }
+        )
+    return str(invoice.id)
+
+
+def test_an_invoice_is_drafted_finalized_sent_and_paid(
+    stripe: stripe_sdk.StripeClient, stripe_server: StripeSandbox
+) -> None:
+    customer = customer_with_card(stripe)
+    # A pending item of the customer stays pending: `exclude` keeps it off the draft.
+    stripe.v1.invoice_items.create({"customer": customer, "currency": "usd", "amount": 99})
+    invoice_id = draft_invoice(stripe, customer)
+    draft = stripe.v1.invoices.retrieve(invoice_id).to_dict()
+    assert draft["status"] == "draft"
+    assert draft["collection_method"] == "send_invoice"
+    assert draft["amount_due"] == 11500
+    assert draft["currency"] == "usd"
+    assert draft["hosted_invoice_url"] is None
+    assert [line["quantity"] for line in draft["lines"]["data"]] == [2, 1]
+    assert len(stripe.v1.invoice_items.list({"customer": customer}).data) == 1
+
+    opened = stripe.v1.invoices.finalize_invoice(invoice_id).to_dict()
+    assert opened["status"] == "open"
+    assert opened["number"] and opened["due_date"]
+    page = httpx.get(opened["hosted_invoice_url"])
+    assert page.status_code == 200 and opened["number"] in page.text
+    pdf = httpx.get(opened["invoice_pdf"])
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert stripe.v1.invoices.send_invoice(invoice_id).status == "open"
+    paid = stripe.v1.invoices.pay(invoice_id).to_dict()
+    assert paid["status"] == "paid"
+    assert paid["amount_paid"] == 11500
+    assert {"invoice.finalized", "invoice.sent", "invoice.paid"} <= set(
+        types_about(stripe_server, invoice_id)
+    )
+
+
+def test_an_open_invoice_is_voided_and_what_stripe_refuses_is_refused(
+    stripe: stripe_sdk.StripeClient, stripe_server: StripeSandbox
+) -> None:
+    customer = customer_with_card(stripe)
+    invoice_id = draft_invoice(stripe, customer)
+    with pytest.raises(stripe_sdk.InvalidRequestError):
+        stripe.v1.invoices.void_invoice(invoice_id)  # a draft is deleted, not voided
+    with pytest.raises(stripe_sdk.InvalidRequestError):
+        stripe.v1.invoices.send_invoice(invoice_id)  # not finalized
+    stripe.v1.invoices.finalize_invoice(invoice_id)
+    with pytest.raises(stripe_sdk.InvalidRequestError):
+        stripe.v1.invoices.finalize_invoice(invoice_id)
+    with pytest.raises(stripe_sdk.InvalidRequestError):
+        stripe.v1.invoice_items.create(
+            {"customer": customer, "invoice": invoice_id, "currency": "usd", "amount": 1}
+        )
+    assert stripe.v1.invoices.void_invoice(invoice_id).status == "void"
+    assert "invoice.voided" in types_about(stripe_server, invoice_id)
+    with pytest.raises(stripe_sdk.InvalidRequestError):
+        stripe.v1.invoices.void_invoice(invoice_id)
+    with pytest.raises(stripe_sdk.InvalidRequestError) as refused:
+        stripe.v1.invoices.create(
+            {"customer": customer, "collection_method": "send_invoice", "currency": "usd"}
+        )
+    assert refused.value.param == "days_until_due"

@@ -1,10 +1,12 @@
-"""PaymentWorkflow, against localstripe.
+"""PaymentWorkflow and InvoiceWorkflow, against localstripe.
 
 - create-event-refunds: POST /v1/payments (manual capture, confirmed), a signed Stripe
   event and its duplicate, capture, a partial refund, then the rest (it ends REFUNDED).
 - paypal-approve-capture-refunds: POST /v1/payments (provider paypal) against Relay's
   PayPal sandbox, the buyer's approval (its signed CHECKOUT.ORDER.APPROVED through
   /webhooks/paypal), capture, a partial refund, then the rest (it ends REFUNDED).
+- InvoiceWorkflow create-send-event-paid: POST /v1/invoices (autoSend), paid at
+  localstripe, a signed invoice.paid and its duplicate (it ends paid).
 """
 
 from __future__ import annotations
@@ -113,3 +115,50 @@ async def paypal_approve_capture_refunds(rec: Recording) -> list[str]:
                     response.raise_for_status()
                 await handle.result()
             return [payment_workflow_id(pid)]
+
+
+@scenario("InvoiceWorkflow", "create-send-event-paid")
+async def invoice_create_send_event_paid(rec: Recording) -> list[str]:
+    """POST /v1/invoices (autoSend) against localstripe, the customer pays, a signed
+    `invoice.paid` and its duplicate: the workflow re-reads, publishes and ends."""
+    from relay.payments.contracts import invoice_workflow_id
+    from relay.stripe_api import stripe_client
+    from tests.billing.helpers import signed, stripe_event
+
+    with _localstripe() as sandbox:
+        async with rec.stack(**_stripe_settings(sandbox)) as stack:
+            stripe = stripe_client(stack.settings)
+            assert stripe is not None
+            customer = stripe.v1.customers.create({})
+            stripe.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+            stripe.v1.customers.update(
+                customer.id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}}
+            )
+            async with stack.http() as http:  # type: ignore[attr-defined]
+                created = await http.post(
+                    "/v1/invoices",
+                    json={
+                        "customerId": customer.id,
+                        "items": [{"description": "Consulting", "amount": 5000, "quantity": 2}],
+                        "currency": "usd",
+                        "autoSend": True,
+                    },
+                )
+                created.raise_for_status()
+                data = created.json()["data"]
+                stripe.v1.invoices.pay(data["stripeInvoiceId"])
+                event = stripe_event(
+                    "invoice.paid",
+                    {
+                        "id": data["stripeInvoiceId"],
+                        "object": "invoice",
+                        "metadata": {"relayInvoiceId": data["id"]},
+                    },
+                )
+                for _ in range(2):  # Stripe's duplicate is dropped by the inbox
+                    body, headers = signed(event, secret=WEBHOOK_SECRET)
+                    (
+                        await http.post("/webhooks/stripe", content=body, headers=headers)
+                    ).raise_for_status()
+                await stack.client.get_workflow_handle(invoice_workflow_id(data["id"])).result()
+            return [invoice_workflow_id(data["id"])]

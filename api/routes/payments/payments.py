@@ -391,6 +391,3 @@ async def paypal_webhook(
         target=target,
         object_id=object_id,
     )
-
-
-routers = (router, webhooks_router)
