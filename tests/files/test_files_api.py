@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 
 import httpx
 import pytest
@@ -276,7 +277,8 @@ async def test_completing_twice_and_retrying_the_create_are_harmless(
         "filename": "a.jpg",
         "contentType": "image/jpeg",
         "size": len(data),
-        "idempotencyKey": "avatar-u2-1",
+        # Unique per run: both database parametrizations share one Temporal server.
+        "idempotencyKey": f"avatar-u2-{uuid.uuid4().hex}",
     }
     first = (await start_upload(files_stack, **body)).json()["data"]
     again = (await start_upload(files_stack, **body)).json()["data"]
@@ -290,6 +292,9 @@ async def test_completing_twice_and_retrying_the_create_are_harmless(
     async with files_stack.http() as http:
         late = await http.post(f"/v1/files/{first['id']}/complete")
     assert late.status_code == 200 and late.json()["data"]["status"] == "READY"
+    retried = await start_upload(files_stack, **body)
+    assert retried.status_code == 409, retried.text
+    assert retried.json()["error"]["code"] == "CONFLICT"
     assert published(files_stack.engine, first["id"]) == ["file.ready"]
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from relay.errors import ErrorCode, RelayError
@@ -78,6 +78,9 @@ async def await_update(entity: Entity, call: Awaitable[T]) -> T:
             return await call
     except WorkflowUpdateFailedError as exc:
         raise update_error(exc, entity) from None
+    except WorkflowAlreadyStartedError:
+        # Update-with-start on an id whose run has ended and may not be reused.
+        raise WorkflowClosed(entity) from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise RelayError(
             ErrorCode.PROVIDER_ERROR,
