@@ -8,6 +8,7 @@ re-read Stripe, so an event's payload never decides the state.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -108,7 +109,7 @@ async def test_a_retried_request_creates_nothing_twice(
         "userId": "user-retry",
         "priceId": price,
         "paymentMethodId": "pm_card_visa",
-        "idempotencyKey": "order-42",
+        "idempotencyKey": f"order-42-{uuid.uuid4().hex}",
     }
     first = await create(billing_stack, **body)
     again = await create(billing_stack, **body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -206,7 +207,12 @@ async def test_one_idempotency_key_makes_one_invoice(
     billing_stack: Stack, stripe: StripeClient
 ) -> None:
     customer = customer_with_card(stripe)
-    body = {"customerId": customer, "items": ITEMS, "currency": "usd", "idempotencyKey": "inv-7"}
+    body = {
+        "customerId": customer,
+        "items": ITEMS,
+        "currency": "usd",
+        "idempotencyKey": f"inv-7-{uuid.uuid4().hex}",
+    }
     concurrent = await asyncio.gather(*(create(billing_stack, **body) for _ in range(3)))
     again = await create(billing_stack, **body)
     responses = [*concurrent, again]
@@ -264,7 +270,12 @@ async def test_stripe_down_is_a_retryable_502_then_the_same_request_gets_the_inv
 ) -> None:
     monkeypatch.setattr(workflow_clients, "UPDATE_WAIT", timedelta(seconds=3))
     sandbox = StripeSandbox()  # its port, with nothing listening yet: Stripe is down
-    body = {"userId": "user-down", "items": ITEMS, "currency": "usd", "idempotencyKey": "inv-down"}
+    body = {
+        "userId": "user-down",
+        "items": ITEMS,
+        "currency": "usd",
+        "idempotencyKey": f"inv-down-{uuid.uuid4().hex}",
+    }
     async with running_stack(
         temporal_env.client,
         engine,

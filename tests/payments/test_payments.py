@@ -124,7 +124,7 @@ async def test_a_declined_card_is_402_and_the_payment_failed(
         "currency": "eur",
         "paymentMethodId": "pm_card_chargeCustomerFail",  # localstripe declines its charges
         "confirm": True,
-        "idempotencyKey": "order-declined",
+        "idempotencyKey": f"order-declined-{uuid.uuid4().hex}",
     }
     response = await create(billing_stack, **body)
     assert response.status_code == 402, response.text
@@ -297,7 +297,7 @@ async def test_one_idempotency_key_makes_one_payment_intent(
         "currency": "usd",
         "paymentMethodId": "pm_card_visa",
         "confirm": True,
-        "idempotencyKey": "order-77",
+        "idempotencyKey": f"order-77-{uuid.uuid4().hex}",
     }
     before = len(intents(stripe))
     concurrent = await asyncio.gather(*(create(billing_stack, **body) for _ in range(3)))

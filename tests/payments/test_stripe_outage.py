@@ -5,6 +5,7 @@ idempotencyKey) gets the payment, with one PaymentIntent at the provider."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ async def test_stripe_down_is_a_retryable_502_then_the_same_request_gets_the_pay
         "currency": "usd",
         "paymentMethodId": "pm_card_visa",
         "confirm": True,
-        "idempotencyKey": "order-down",
+        "idempotencyKey": f"order-down-{uuid.uuid4().hex}",
     }
     async with running_stack(
         temporal_env.client,
