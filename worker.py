@@ -56,6 +56,17 @@ def build_activities(context: WorkerContext) -> list[Callable[..., Any]]:
     return activities
 
 
+def build_dedicated_workers(context: WorkerContext) -> list[Worker]:
+    """Workers a capability runs beside the main one, each on a task queue of its own with
+    slots of its own (`DEDICATED_WORKERS` in its activities module): files' image
+    processing, bounded by the image processes, so a burst waits in Temporal."""
+    workers: list[Worker] = []
+    for name in CAPABILITIES:
+        module = importlib.import_module(f"activities.{name}")
+        workers += [build(context) for build in getattr(module, "DEDICATED_WORKERS", ())]
+    return workers
+
+
 def _long_lived_clients() -> list[ModuleType]:
     """Each capability's client module that has workflows to keep running."""
     modules = []
@@ -171,6 +182,7 @@ async def run_worker(settings: Settings) -> None:
     )
     context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
     worker = build_worker(context)
+    dedicated = build_dedicated_workers(context)
 
     stop = asyncio.Event()
 
@@ -187,19 +199,27 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
 
-    log.info("worker polling task queue %r", settings.temporal_task_queue)
+    log.info(
+        "worker polling task queue %r (and %s)",
+        settings.temporal_task_queue,
+        ", ".join(repr(each.task_queue) for each in dedicated) or "no other",
+    )
     run = asyncio.create_task(worker.run())
+    runs = {run: worker} | {asyncio.create_task(other.run()): other for other in dedicated}
     await start_long_lived_workflows(context)
     supervisor = asyncio.create_task(supervise_long_lived(context))
     stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    # A worker that fails stops the process as a signal does (its supervisor restarts it).
+    await asyncio.wait({*runs, stopped}, return_when=asyncio.FIRST_COMPLETED)
     supervisor.cancel()
     with suppress(asyncio.CancelledError):
         await supervisor
-    if not run.done():
+    running = [each for task, each in runs.items() if not task.done()]
+    if running:
         log.info("shutting down: letting in-flight activities finish")
-        await worker.shutdown()
-    await run
+        await asyncio.gather(*(each.shutdown() for each in running))
+    for task in runs:
+        await task
     for close in context.closers:
         result = close()
         if asyncio.iscoroutine(result):

@@ -27,12 +27,14 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from PIL import Image
 from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from relay.errors import ErrorCode
 from relay.files import repository
@@ -44,6 +46,7 @@ from relay.files.contracts import (
     RejectReason,
     Rendition,
     UploadCheck,
+    processing_task_queue,
 )
 from relay.files.images import (
     ImageRejected,
@@ -72,6 +75,13 @@ DELETE_BATCH = 1000
 
 
 HEARTBEAT_EVERY = 2.0
+# process_upload attempts one worker runs at once, per image process: one rendering while
+# the other moves its bytes to and from S3, so the image processes never wait on S3. The
+# rest of a burst waits in Temporal (on the processing task queue), where any worker with
+# a free slot takes it, instead of in this worker's slots ahead of other files' short steps.
+PROCESSING_SLOTS_PER_IMAGE_PROCESS = 4
+# As worker.py's: in-flight processing gets this long to finish on SIGTERM.
+PROCESSING_SHUTDOWN = timedelta(seconds=20)
 
 
 async def _heartbeat_every(seconds: float) -> None:
@@ -136,6 +146,11 @@ class FileActivities:
             self.process_upload,
             self.finish_file,
         ]
+
+    @property
+    def image_processes(self) -> int:
+        """How many image processes this instance runs (one per core)."""
+        return self._cores
 
     def _bucket_client(self) -> tuple[str, Any]:
         if self._s3 is None:
@@ -411,3 +426,22 @@ def _render_in_child(
 
 
 ACTIVITIES = FileActivities
+
+
+def build_processing_worker(context: WorkerContext) -> Worker:
+    """The worker of the processing task queue: `process_upload` only, at most
+    `PROCESSING_SLOTS_PER_IMAGE_PROCESS` per image process at once. worker.py runs it
+    beside the main worker (and the main worker still serves `process_upload` on the
+    file's own queue, for runs started before this queue existed)."""
+    activities = FileActivities.from_context(context)
+    return Worker(
+        context.client,
+        task_queue=processing_task_queue(context.settings.temporal_task_queue),
+        activities=[activities.process_upload],
+        max_concurrent_activities=activities.image_processes * PROCESSING_SLOTS_PER_IMAGE_PROCESS,
+        graceful_shutdown_timeout=PROCESSING_SHUTDOWN,
+    )
+
+
+# Workers worker.py runs beside its main one (each polls a task queue of its own).
+DEDICATED_WORKERS = (build_processing_worker,)

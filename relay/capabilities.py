@@ -6,7 +6,9 @@ layer's module exports what the layer above reads:
     api/routes/<name>.py or api/routes/<name>/   `routers`: its FastAPI routers
     workflows/<name>.py                          `WORKFLOWS`: its workflow classes
     activities/<name>.py                         `ACTIVITIES`: its activity class, with
-                                                 `from_context(WorkerContext)` and `activities()`
+                                                 `from_context(WorkerContext)` and `activities()`;
+                                                 optional `DEDICATED_WORKERS`: builders of workers
+                                                 on task queues of their own (files' processing)
     workflows/clients/<name>.py                  optional `start_long_lived(client, settings)`:
                                                  workflows that must always run (the worker
                                                  starts them and restarts one that ends), and

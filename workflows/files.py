@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ProcessResult,
         RejectReason,
         file_event,
+        processing_task_queue,
     )
 
 S3_TIMEOUT = timedelta(seconds=60)
@@ -60,6 +61,8 @@ PROCESS_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=[ErrorCode.PROVIDER_NOT_CONFIGURED.value],
 )
+# process_upload on its own task queue (relay.files.contracts.processing_task_queue).
+PROCESSING_QUEUE_PATCH = "process-upload-own-queue"
 LOCAL_TIMEOUT = timedelta(seconds=30)
 LOCAL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
@@ -153,9 +156,17 @@ class FileWorkflow:
             self._view.status = FileStatus.PROCESSING
             await self._save()
         try:
+            # Runs started before processing had a queue of its own keep the file's queue
+            # (their histories replay as written); the main worker still serves it.
+            queue = (
+                processing_task_queue(workflow.info().task_queue)
+                if workflow.patched(PROCESSING_QUEUE_PATCH)
+                else None
+            )
             result: ProcessResult = await workflow.execute_activity_method(
                 FileActivities.process_upload,
                 ProcessInput(self._view),
+                task_queue=queue,
                 start_to_close_timeout=PROCESS_TIMEOUT,
                 heartbeat_timeout=PROCESS_HEARTBEAT,
                 retry_policy=PROCESS_RETRY,

@@ -50,6 +50,17 @@ FILE_WORKFLOW = "FileWorkflow"
 UPLOADED_SIGNAL = "uploaded"
 
 
+# process_upload runs on a task queue of its own, polled by a worker whose activity slots
+# match its image processes (activities.files.build_processing_worker): a burst waits in
+# Temporal, where any worker can take it, not in one worker's slots.
+PROCESSING_QUEUE_SUFFIX = "-files-processing"
+
+
+def processing_task_queue(task_queue: str) -> str:
+    """The task queue of `process_upload` for a worker polling `task_queue`."""
+    return f"{task_queue}{PROCESSING_QUEUE_SUFFIX}"
+
+
 def file_workflow_id(file_id: str) -> str:
     return f"file-{file_id}"
 

@@ -755,6 +755,99 @@ class FcmSection(_MessagesSection):
         raise SandboxError("the FCM sandbox has no controls")
 
 
+class S3Section(Section):
+    """The S3 sandbox (S3_ENDPOINT_URL on loopback): the bucket's objects under each of
+    Relay's prefixes (uploads waiting in temp/, avatars, attachments, thumbnails), newest
+    first. Read with the same boto3 client the activities use; no controls (an upload is
+    made with POST /v1/files and its presigned form)."""
+
+    key = "s3"
+    title = "S3"
+    actions: ClassVar[Mapping[str, str]] = {}
+    # relay/files/layout.py's prefixes, in the order an object passes through them.
+    PREFIXES: ClassVar[tuple[str, ...]] = ("temp/", "avatars/", "attachments/", "thumbnails/")
+    # One ListObjectsV2 page per prefix bounds what the page reads; the newest of those shown.
+    LISTED_PER_PREFIX = 1000
+
+    @classmethod
+    def applies(cls, settings: Settings) -> bool:
+        return settings.s3_bucket is not None and sandboxed(settings, settings.s3_endpoint_url)
+
+    async def view(self) -> SectionView:
+        import asyncio
+
+        bucket = self.settings.s3_bucket or ""
+        problems: list[str] = []
+        tables: list[Table] = []
+        for prefix in self.PREFIXES:
+            try:
+                listed = await asyncio.to_thread(self._list, prefix)
+            except SandboxError as exc:
+                problems.append(f"{prefix}: {exc}")
+                continue
+            tables.append(self._objects(prefix, listed))
+        return SectionView(
+            title=self.title,
+            summary=f"Local S3 (moto) at {self.settings.s3_endpoint_url}, bucket {bucket}. "
+            "Relay's presigned uploads land in temp/; processing moves them to avatars/ or "
+            "attachments/ and writes thumbnails/.",
+            tables=tuple(tables),
+            problems=tuple(problems),
+        )
+
+    def _list(self, prefix: str) -> tuple[list[dict[str, Any]], bool]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from relay.files.storage import s3_client
+
+        try:
+            answer = s3_client(self.settings).list_objects_v2(
+                Bucket=self.settings.s3_bucket, Prefix=prefix, MaxKeys=self.LISTED_PER_PREFIX
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise SandboxError(
+                f"the {self.title} sandbox did not answer ({type(exc).__name__})"
+            ) from exc
+        return list(answer.get("Contents") or []), bool(answer.get("IsTruncated"))
+
+    @staticmethod
+    def _objects(prefix: str, listed: tuple[list[dict[str, Any]], bool]) -> Table:
+        items, truncated = listed
+        newest = sorted(
+            items,
+            key=lambda item: item.get("LastModified") or datetime.min.replace(tzinfo=UTC),
+            reverse=True,
+        )[:EVENTS_SHOWN]
+        rows = []
+        for item in newest:
+            modified = item.get("LastModified")
+            key = str(item.get("Key", ""))
+            rows.append(
+                Row(
+                    cells=(
+                        key,
+                        str(item.get("Size", "")),
+                        shown_time(modified.timestamp()) if isinstance(modified, datetime) else "",
+                    ),
+                    key=key,
+                )
+            )
+        more = len(items) - len(newest)
+        caption = f"{prefix} (newest first"
+        if more > 0:
+            caption += f"; {more}{'+' if truncated else ''} older not shown"
+        return Table(
+            name=prefix.rstrip("/"),
+            caption=caption + ")",
+            columns=("Key", "Bytes", "Modified"),
+            rows=tuple(rows),
+            empty=f"Nothing under {prefix} yet.",
+        )
+
+    async def act(self, action: str, target: str | None) -> str:
+        raise SandboxError("the S3 sandbox has no controls")
+
+
 # The page's sections, in its order. A new provider's sandbox adds its Section here.
 SECTIONS: tuple[type[Section], ...] = (
     StripeSection,
@@ -763,6 +856,7 @@ SECTIONS: tuple[type[Section], ...] = (
     TwilioSection,
     SmtpSection,
     FcmSection,
+    S3Section,
 )
 
 

@@ -26,7 +26,7 @@ from relay.sandbox.s3 import S3Sandbox
 from relay.settings import Settings
 from relay.worker_context import WorkerContext
 from tests.conftest import ServerThread, Stack, eventually, task_queue, terminate_running
-from worker import build_worker
+from worker import build_dedicated_workers, build_worker
 
 events_table = WebhookEvent.__table__  # type: ignore[attr-defined]
 
@@ -95,8 +95,10 @@ async def files_stack(
     _, raw_key = create_key(engine, f"test-{uuid.uuid4().hex[:8]}")
     context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
     worker = build_worker(context)
+    # process_upload's own queue, as `relay worker` runs it.
+    (processing,) = build_dedicated_workers(context)
     app = create_app(settings, engine=engine, keyring=keyring)
-    async with worker:
+    async with worker, processing:
         with ServerThread(app) as server:
             yield Stack(settings, engine, keyring, client, server.url, raw_key, context)
         await terminate_running(client, settings.temporal_task_queue)
