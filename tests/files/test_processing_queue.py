@@ -5,6 +5,7 @@ slots (docs/files.md, "Performance")."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -21,13 +22,15 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_processing_runs_on_its_own_bounded_queue(files_stack: Stack, s3: S3Sandbox) -> None:
-    # One client registers one worker per task queue: the stack's own is already running.
+    # One client registers one worker per task queue: the stack's own is already running,
+    # and a queue built (never run) by an earlier parametrization stays registered.
+    elsewhere = f"elsewhere-{uuid.uuid4().hex}"
     other = dataclasses.replace(
         files_stack.context,
-        settings=files_stack.settings.model_copy(update={"temporal_task_queue": "elsewhere"}),
+        settings=files_stack.settings.model_copy(update={"temporal_task_queue": elsewhere}),
     )
     (processing,) = build_dedicated_workers(other)
-    assert processing.task_queue == processing_task_queue("elsewhere")
+    assert processing.task_queue == processing_task_queue(elsewhere)
     slots = processing.config()["max_concurrent_activities"]
     assert slots is not None and slots % PROCESSING_SLOTS_PER_IMAGE_PROCESS == 0
     queue = processing_task_queue(files_stack.settings.temporal_task_queue)
