@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     twilio_from_number: str | None = None
     twilio_whatsapp_number: str | None = None
     twilio_api_base: str | None = None
+    # Notifications (docs/notifications.md): how long a multi-channel notification waits for
+    # delivery on one channel before the next; how often the send pump looks for new work.
+    notification_fallback_after: Duration = timedelta(minutes=10)
+    notification_poll_interval: Duration = timedelta(milliseconds=200)
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     aws_region: str | None = None
@@ -196,6 +200,8 @@ class Settings(BaseSettings):
     cloudfront_domain: str | None = None
     cloudfront_key_pair_id: str | None = None
     cloudfront_private_key: SecretStr | None = None
+    # SNS topics whose S3 event notifications POST /webhooks/s3 accepts (comma-separated ARNs).
+    s3_events_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
     firebase_credentials: str | None = None
     fcm_api_base: str | None = None
     google_api_base: str | None = None
@@ -222,6 +228,8 @@ class Settings(BaseSettings):
         "payment_expiry",
         "file_url_ttl",
         "upload_expiry",
+        "notification_fallback_after",
+        "notification_poll_interval",
         mode="before",
     )
     @classmethod
@@ -249,7 +257,9 @@ class Settings(BaseSettings):
             return [ipaddress.ip_network(item, strict=False) for item in value]
         return value
 
-    @field_validator("oauth_allowed_redirects", "temporal_ui_origins", mode="before")
+    @field_validator(
+        "oauth_allowed_redirects", "temporal_ui_origins", "s3_events_topic_arns", mode="before"
+    )
     @classmethod
     def _redirects(cls, value: object) -> object:
         return _split(value)
