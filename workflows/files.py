@@ -4,8 +4,11 @@ processed or rejected.
 - Started by `POST /v1/files` (update-with-start of `open`, which answers once the read
   model holds the file): PENDING_UPLOAD, with a durable timer of UPLOAD_EXPIRY.
 - `complete` (POST /v1/files/{id}/complete) checks the upload is in the bucket and starts
-  processing; the `uploaded` signal (an S3 ObjectCreated event) starts it too. Either may
-  come twice, or both: the first starts processing, the others read the state.
+  processing; the `uploaded` signal (an S3 ObjectCreated event, POST /webhooks/s3) checks
+  the same way and starts it too (an event for an upload that is not there does nothing).
+  Either may come twice, or both: the first starts processing, the others read the state.
+- The inbox forwards S3 events by signal-with-start: a run such an event starts (its input
+  `started_by_event`: the file's own run had ended) processes nothing and ends at once.
 - Processing is one activity that reads the upload from S3 and writes the original to its
   final key and the renditions (`activities.files`); the workflow holds keys and metadata
   only, never bytes. READY publishes `file.ready`; a rejection (its reason named) deletes
@@ -69,6 +72,8 @@ LOCAL_RETRY = RetryPolicy(
 )
 # A run started for DELETE after the file's own run ended waits this long for it.
 DELETE_WAIT = timedelta(minutes=10)
+# The `uploaded` signal HEADs the upload before processing starts (runs before it did not).
+UPLOADED_CHECK_PATCH = "uploaded-signal-checks-upload"
 
 
 @workflow.defn(name=FILE_WORKFLOW)
@@ -79,11 +84,18 @@ class FileWorkflow:
     def __init__(self, params: FileInput) -> None:
         self._view = params.view
         self._lock = asyncio.Lock()
-        self._saved = self._view.status in ENDED
+        # A run an S3 event started (signal-with-start after the file's run ended).
+        self._stray = params.started_by_event
+        self._saved = self._view.status in ENDED or self._stray
         self._start = False
 
     @workflow.run
     async def run(self, params: FileInput) -> FileView:
+        if self._stray:
+            # Nothing to process: the event's file already ended. A `delete` that landed
+            # here in the meantime (update-with-start) still completes.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return self._view
         if self._view.status in ENDED:
             # Started by DELETE after the file's run ended: only the `delete` update.
             try:
@@ -151,6 +163,24 @@ class FileWorkflow:
             retry_policy=S3_RETRY,
         )
 
+    async def _begin(self) -> bool:
+        """HEAD the upload; when it is there, record PROCESSING (one activity) and start.
+        Called under the lock, while PENDING_UPLOAD and not yet started."""
+        processing = dataclasses.replace(
+            self._view, status=FileStatus.PROCESSING, writes=self._view.writes + 1
+        )
+        check = await workflow.execute_activity_method(
+            FileActivities.begin_processing,
+            processing,
+            start_to_close_timeout=S3_TIMEOUT,
+            retry_policy=S3_RETRY,
+        )
+        if not check.exists:
+            return False
+        self._view = processing
+        self._start = True
+        return True
+
     async def _process(self) -> None:
         if self._view.status != FileStatus.PROCESSING:
             self._view.status = FileStatus.PROCESSING
@@ -205,6 +235,11 @@ class FileWorkflow:
     @workflow.update
     async def open(self) -> FileView:
         """Answers once the read model holds the file (POST /v1/files)."""
+        if self._stray:
+            # A retried create meeting the run an S3 event started: that file has ended.
+            raise ApplicationError(
+                "a file with this idempotencyKey already ended", type=ErrorCode.CONFLICT.value
+            )
         await workflow.wait_condition(lambda: self._saved)
         return self._view
 
@@ -213,33 +248,40 @@ class FileWorkflow:
         """Start processing when the upload is in the bucket; CONFLICT when it is not yet.
         Idempotent: once started, it answers the file's state."""
         await workflow.wait_condition(lambda: self._saved)
+        if self._stray:
+            return self._view  # the file ended: the API answers from the read model
         async with self._lock:
             if self._view.status != FileStatus.PENDING_UPLOAD or self._start:
                 return self._view
-            processing = dataclasses.replace(
-                self._view, status=FileStatus.PROCESSING, writes=self._view.writes + 1
-            )
-            check = await workflow.execute_activity_method(
-                FileActivities.begin_processing,
-                processing,
-                start_to_close_timeout=S3_TIMEOUT,
-                retry_policy=S3_RETRY,
-            )
-            if not check.exists:
+            if not await self._begin():
                 raise ApplicationError(
                     "nothing has been uploaded for this file yet: POST the file to uploadUrl "
                     "with uploadFields first",
                     type=ErrorCode.CONFLICT.value,
                 )
-            self._view = processing
-            self._start = True
             return self._view
 
     @workflow.signal(name=UPLOADED_SIGNAL)
-    def uploaded(self, request: CompleteUpload) -> None:
-        """S3 says the upload landed (an ObjectCreated event): start processing."""
-        if self._view.status == FileStatus.PENDING_UPLOAD:
-            self._start = True
+    async def uploaded(self, request: CompleteUpload) -> None:
+        """S3 says the upload landed (an ObjectCreated event): check it is there, as
+        `complete` does, and start processing. An event for an upload that is not (yet)
+        in the bucket, or for a file past PENDING_UPLOAD, does nothing."""
+        if self._stray:
+            return
+        if not workflow.patched(UPLOADED_CHECK_PATCH):
+            # Runs from before the check: the signal started processing unchecked.
+            if self._view.status == FileStatus.PENDING_UPLOAD:
+                self._start = True
+            return
+        await workflow.wait_condition(lambda: self._saved)
+        async with self._lock:
+            if self._view.status != FileStatus.PENDING_UPLOAD or self._start:
+                return
+            if not await self._begin():
+                # The inbox id, not the event id: that one carries the user's filename.
+                workflow.logger.info(
+                    "S3 event (inbox %s): no upload at the file's key yet", request.inbox_id
+                )
 
     @workflow.update
     async def delete(self) -> FileView:

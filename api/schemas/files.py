@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from api.envelope import ApiModel
+from api.schemas.inbound import InboundAccepted
 from relay.files.contracts import FileKind, FileStatus
 
 _CONTENT_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
@@ -51,7 +52,9 @@ class RenditionOut(ApiModel):
     height: int
     bytes: int
     content_type: str
-    url: str
+    url: str | None = Field(
+        default=None, description="Signed, valid FILE_URL_TTL; omitted in lists (GET the file)."
+    )
 
 
 class FileOut(ApiModel):
@@ -68,7 +71,10 @@ class FileOut(ApiModel):
     conversation_id: str | None = None
     message_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    url: str | None = Field(default=None, description="The original, byte for byte (READY).")
+    url: str | None = Field(
+        default=None,
+        description="The original, byte for byte (READY); omitted in lists (GET the file).",
+    )
     renditions: list[RenditionOut] = Field(default_factory=list)
     urls_expire_at: datetime | None = None
     upload_expires_at: datetime | None = None
@@ -79,3 +85,15 @@ class FileOut(ApiModel):
 class FileDeleted(ApiModel):
     id: str
     deleted: bool = True
+
+
+class S3EventsAccepted(ApiModel):
+    """What POST /webhooks/s3 answers: the SNS message's type and, for a Notification, each
+    S3 record as the inbound inbox took it (none for S3's test event)."""
+
+    type: str
+    message_id: str
+    confirmed: bool = Field(
+        default=False, description="A SubscriptionConfirmation that Relay confirmed."
+    )
+    events: list[InboundAccepted] = Field(default_factory=list)

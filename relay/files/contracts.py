@@ -107,18 +107,25 @@ class FileView:
 @dataclass
 class FileInput:
     """A new file (`view` PENDING_UPLOAD) or, for DELETE after the workflow ended, the
-    file as it was (`view` ended): that run only waits for the `delete` update."""
+    file as it was (`view` ended): that run only waits for the `delete` update. With
+    `started_by_event`, a run an S3 event started: it ends at once."""
 
     view: FileView
     upload_expiry_seconds: float = 86400.0
+    # Set in the start argument S3 events are forwarded with (signal-with-start): a run
+    # that an event starts (the file's own run has ended) processes nothing and ends.
+    started_by_event: bool = False
 
 
 @dataclass
 class CompleteUpload:
-    """POST /v1/files/{id}/complete, or an S3 ObjectCreated event for the upload key."""
+    """POST /v1/files/{id}/complete, or an S3 ObjectCreated event for the upload key (the
+    inbound inbox sends an `InboundEventSignal`, whose fields this shares)."""
 
     source: str = "api"
     event_id: str | None = None
+    provider: str | None = None
+    inbox_id: str | None = None
 
 
 # --- activities -------------------------------------------------------------------------------

@@ -104,3 +104,23 @@ def same_name_in_message(engine: Engine, view: FileView) -> bool:
     )
     with engine.connect() as connection:
         return connection.execute(query.limit(1)).first() is not None
+
+
+def find_view(engine: Engine, file_id: str) -> FileView | None:
+    """The file's view from its read model, None when there is no such file."""
+    row = find(engine, file_id)
+    return view_of(row) if row is not None else None
+
+
+def files_query(
+    *, user_id: str | None = None, kind: str | None = None, status: str | None = None
+) -> Any:
+    """The files GET /v1/files lists (never DELETED ones: they are gone), filtered."""
+    query = select(F).where(F.c.status != FileStatus.DELETED.value)
+    if user_id is not None:
+        query = query.where(F.c.user_id == user_id)
+    if kind is not None:
+        query = query.where(F.c.kind == kind)
+    if status is not None:
+        query = query.where(F.c.status == status)
+    return query

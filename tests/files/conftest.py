@@ -73,6 +73,12 @@ def s3_settings(sandbox: S3Sandbox) -> dict[str, object]:
     }
 
 
+@pytest.fixture
+def files_overrides() -> dict[str, object]:
+    """More settings for `files_stack` (a test module overrides this fixture)."""
+    return {}
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def files_stack(
     temporal_env: WorkflowEnvironment,
@@ -80,6 +86,7 @@ async def files_stack(
     keyring: Keyring,
     make_settings: Callable[..., Settings],
     s3: S3Sandbox,
+    files_overrides: dict[str, object],
 ) -> AsyncIterator[Stack]:
     """An API (uvicorn on loopback) and a worker against the dev server and the sandbox."""
     client = temporal_env.client
@@ -91,6 +98,7 @@ async def files_stack(
         image_max_pixels=4_000_000,
         file_max_bytes=2_000_000,
         **s3_settings(s3),
+        **files_overrides,
     )
     _, raw_key = create_key(engine, f"test-{uuid.uuid4().hex[:8]}")
     context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
