@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench-webhooks bench-billing bench-payments bench-files migrate clean
+.PHONY: dev test lint typecheck bench-webhooks bench-billing bench-payments bench-files bench-notifications migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Relay needs Python 3.11 or newer"; exit 1; }
@@ -43,6 +43,9 @@ bench-files: $(STAMP)
 
 bench-payments: $(STAMP)
 	$(BIN)/python -m bench.payments
+
+bench-notifications: $(STAMP)
+	$(BIN)/python -m bench.notifications
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

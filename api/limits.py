@@ -14,7 +14,8 @@ A refusal is 413 with Relay's envelope (`PAYLOAD_TOO_LARGE`, the cap in `details
 server discards whatever of the body still arrives. The caps come from settings:
 `API_MAX_BODY_BYTES` everywhere, `CODEC_MAX_BODY_BYTES` under `/codec`, and
 `WEBHOOK_MAX_PAYLOAD_BYTES` plus envelope headroom for `POST /v1/events` (whose route
-checks the exact limit again).
+checks the exact limit again), and 16 MiB for the bulk notification sends and SendGrid's
+Event Webhook (docs/notifications.md).
 """
 
 from __future__ import annotations
@@ -31,11 +32,20 @@ EVENTS_PATH = "/v1/events"
 EVENT_ENVELOPE_HEADROOM = 16 * 1024
 
 
+# Bulk sends carry up to 10,000 recipients with their template data, and SendGrid batches
+# many events into one Event Webhook POST: both outgrow the 1 MiB default by design.
+BULK_PATHS = ("/v1/notifications/email/bulk", "/v1/notifications/sms/bulk")
+SENDGRID_EVENTS_PATH = "/webhooks/sendgrid/events"
+BULK_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
 def route_caps(settings: Settings) -> list[tuple[str, int]]:
     """(path prefix, cap) for the routes whose cap differs from API_MAX_BODY_BYTES."""
+    larger = max(settings.api_max_body_bytes, BULK_MAX_BODY_BYTES)
     return [
         (CODEC_PREFIX, settings.codec_max_body_bytes),
         (EVENTS_PATH, settings.webhook_max_payload_bytes + EVENT_ENVELOPE_HEADROOM),
+        *((path, larger) for path in (*BULK_PATHS, SENDGRID_EVENTS_PATH)),
     ]
 
 

@@ -22,4 +22,12 @@ imports upward.
 
 from __future__ import annotations
 
-CAPABILITIES: tuple[str, ...] = ("webhooks", "oauth", "inbound", "billing", "payments", "files")
+CAPABILITIES: tuple[str, ...] = (
+    "webhooks",
+    "oauth",
+    "inbound",
+    "billing",
+    "payments",
+    "files",
+    "notifications",
+)

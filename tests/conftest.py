@@ -182,8 +182,8 @@ def task_queue() -> str:
 class ServerThread:
     """uvicorn serving an app on a free loopback port, in a thread of its own."""
 
-    def __init__(self, app: object) -> None:
-        self.port = free_port()
+    def __init__(self, app: object, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"

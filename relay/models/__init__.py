@@ -5,6 +5,13 @@ from sqlmodel import SQLModel
 from relay.models.billing import BillingCustomer, BillingSubscription
 from relay.models.files import StoredFile
 from relay.models.inbound import InboundCursor, InboundEvent
+from relay.models.notifications import (
+    Device,
+    Notification,
+    NotificationEvent,
+    Suppression,
+    Verification,
+)
 from relay.models.oauth import (
     Integration,
     IntegrationCredential,
@@ -33,6 +40,7 @@ __all__ = [
     "BillingSubscription",
     "CodecSession",
     "DeliveryStatus",
+    "Device",
     "InboundCursor",
     "InboundEvent",
     "Integration",
@@ -41,11 +49,15 @@ __all__ = [
     "IntegrationStatus",
     "IntegrationSyncLog",
     "Invoice",
+    "Notification",
+    "NotificationEvent",
     "OAuthState",
     "Payment",
     "ProviderCall",
     "ProviderCallStatus",
     "StoredFile",
+    "Suppression",
+    "Verification",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

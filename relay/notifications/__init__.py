@@ -1,0 +1,1 @@
+"""Notifications: email, SMS, WhatsApp, push and verification codes (docs/notifications.md)."""

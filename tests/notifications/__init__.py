@@ -1,0 +1,1 @@
+"""Notifications tests: against the sandboxes in relay/sandbox/ and the real Temporal servers."""
