@@ -159,6 +159,22 @@ async def test_a_user_is_invoiced_as_billings_one_customer(
     assert {first.json()["data"]["customerId"], second.json()["data"]["customerId"]} == {customer}
     assert first.json()["data"]["sent"] is False  # no autoSend
     assert stripe.v1.invoices.retrieve(first.json()["data"]["stripeInvoiceId"]).status == "open"
+    async with billing_stack.http() as http:
+        listed = await http.get("/v1/invoices", params={"userId": "user-inv", "limit": 1})
+        assert listed.status_code == 200, listed.text
+        page_one = listed.json()
+        rest = await http.get(
+            "/v1/invoices",
+            params={"userId": "user-inv", "limit": 1, "cursor": page_one["nextCursor"]},
+        )
+        open_ones = await http.get("/v1/invoices", params={"status": "open"})
+        nobody = await http.get("/v1/invoices", params={"userId": "someone-else"})
+    # Newest first, one a page.
+    ids = [page_one["data"][0]["id"], rest.json()["data"][0]["id"]]
+    assert ids == [second.json()["data"]["id"], first.json()["data"]["id"]]
+    assert rest.json()["nextCursor"] is None
+    assert set(ids) <= {invoice["id"] for invoice in open_ones.json()["data"]}
+    assert nobody.json()["data"] == []
 
 
 async def test_void_is_for_open_invoices_and_ends_the_workflow(

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import select
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, require_api_key
-from api.envelope import Envelope, error_responses, ok
+from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.pagination import newest_first_page, page
 from api.schemas.payments_invoices import (
     Invoice,
     InvoiceCreate,
@@ -83,6 +85,35 @@ async def create_invoice_route(
         auto_send=body.auto_send,
     )
     return _invoice(await create_invoice(client, settings, invoice_id, request))
+
+
+@router.get(
+    "",
+    summary="Invoices, newest first",
+    response_model=Page[Invoice],
+    responses=error_responses(401, 422),
+)
+async def list_invoices(
+    engine: EngineDep,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=255)] = None,
+    customer_id: Annotated[str | None, Query(alias="customerId", max_length=255)] = None,
+    status: Annotated[
+        Literal["draft", "open", "paid", "void", "uncollectible"] | None, Query()
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    table = repository.INV
+    query = select(table)
+    for column, value in (
+        (table.c.user_id, user_id),
+        (table.c.stripe_customer_id, customer_id),
+        (table.c.status, status),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    rows, next_cursor = await newest_first_page(engine, table, query, cursor, limit)
+    return page([Invoice.model_validate(invoice_row_fields(row)) for row in rows], next_cursor)
 
 
 @router.get(
