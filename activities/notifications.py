@@ -47,6 +47,7 @@ from relay.notifications.contracts import (
     FinishNotificationInput,
     MessageSettlement,
     NotificationStatus,
+    Provider,
     ProviderEvent,
     SendPumpInput,
     SendPumpResult,
@@ -172,8 +173,9 @@ class NotificationActivities:
                     result.failed += 1
 
     async def send_claimed(self, claimed: list[Claimed]) -> list[Outcome]:
-        """One outcome per claimed message: bulk chunks as one request each, the rest
-        one by one, `SEND_CONCURRENCY` at a time."""
+        """One outcome per claimed message: bulk chunks as one request each; the rest
+        through the ledger as one batch per provider (`SEND_CONCURRENCY` calls at a time),
+        falling back message by message to the channel's next provider."""
         gate = asyncio.Semaphore(SEND_CONCURRENCY)
         chunks: dict[tuple[str, int], list[Claimed]] = defaultdict(list)
         singles: list[Claimed] = []
@@ -183,16 +185,12 @@ class NotificationActivities:
             else:
                 singles.append(message)
 
-        async def one(message: Claimed) -> list[Outcome]:
-            async with gate:
-                return [await self._send_one(message)]
-
         async def chunk(key: tuple[str, int], messages: list[Claimed]) -> list[Outcome]:
             async with gate:
                 return await self._send_chunk(key, messages)
 
         parts = await asyncio.gather(
-            *(one(message) for message in singles),
+            self._send_singles(singles, gate),
             *(chunk(key, messages) for key, messages in chunks.items()),
         )
         return [outcome for part in parts for outcome in part]
@@ -211,7 +209,8 @@ class NotificationActivities:
             status_callback=callback,
         )
 
-    async def _send_one(self, message: Claimed) -> Outcome:
+    async def _prepare(self, message: Claimed) -> Outgoing | Outcome:
+        """The message opened for sending, or the outcome that settles it unsent."""
         content = repository.open_content(self._keyring, message.id, message.content)
         outgoing = self._outgoing(message, content)
         if message.channel is Channel.PUSH:
@@ -227,8 +226,7 @@ class NotificationActivities:
                     error_message="the user has no registered device",
                 )
             outgoing.tokens = list(tokens)
-        senders = self.providers.for_channel(message.channel)
-        if not senders:
+        if not self.providers.for_channel(message.channel):
             return Outcome(
                 message.id,
                 message.attempts,
@@ -236,11 +234,67 @@ class NotificationActivities:
                 error_code=ErrorCode.PROVIDER_NOT_CONFIGURED.value,
                 error_message=f"no provider is configured for {message.channel.value}",
             )
-        last: ApplicationError | None = None
-        for sender in senders:
+        return outgoing
+
+    async def _send_singles(
+        self, messages: list[Claimed], gate: asyncio.Semaphore
+    ) -> list[Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        by_provider: dict[Provider, list[tuple[Claimed, Outgoing, Sender]]] = defaultdict(list)
+        for message in messages:
+            prepared = await self._prepare(message)
+            if isinstance(prepared, Outcome):
+                outcomes[message.id] = prepared
+                continue
+            first = self.providers.for_channel(message.channel)[0]
+            by_provider[first.provider].append((message, prepared, first))
+
+        def call(sender: Sender, outgoing: Outgoing) -> Callable[[], Any]:
+            async def send() -> dict[str, Any]:
+                async with gate:
+                    return (await sender.send(outgoing)).as_dict()
+
+            return send
+
+        async def batch(provider: Provider, items: list[tuple[Claimed, Outgoing, Sender]]) -> None:
+            results = await self._ledger.run_many(
+                [(_key(m.id, s), call(s, o)) for m, o, s in items],
+                provider=provider.value,
+                operation="send",
+            )
+            for (message, outgoing, sender), result in zip(items, results, strict=True):
+                if not isinstance(result, ApplicationError):
+                    outcomes[message.id] = await self._sent(message, Sent.from_dict(result))
+                    continue
+                settled = self._settled_failure(message, sender, result)
+                if settled is not None:
+                    outcomes[message.id] = settled
+                else:  # the provider did not act: the channel's next one may
+                    outcomes[message.id] = await self._send_one(
+                        message, outgoing, skip=1, last=result
+                    )
+
+        await asyncio.gather(*(batch(p, items) for p, items in by_provider.items()))
+        return [outcomes[message.id] for message in messages]
+
+    async def _send_one(
+        self,
+        message: Claimed,
+        outgoing: Outgoing | None = None,
+        *,
+        skip: int = 0,
+        last: ApplicationError | None = None,
+    ) -> Outcome:
+        """One message through the channel's providers in order (after `skip` of them)."""
+        if outgoing is None:
+            prepared = await self._prepare(message)
+            if isinstance(prepared, Outcome):
+                return prepared
+            outgoing = prepared
+        for sender in self.providers.for_channel(message.channel)[skip:]:
             try:
                 raw = await self._ledger.run(
-                    f"notification-{message.id}:{sender.provider.value}",
+                    _key(message.id, sender),
                     lambda sender=sender: _as_dict(sender.send(outgoing)),  # type: ignore[misc]
                     provider=sender.provider.value,
                     operation="send",
@@ -435,6 +489,10 @@ class NotificationActivities:
             repository.finish_parent, self._engine, params, now=self._clock()
         )
         await effects.follow_up(self._engine, None, changes)
+
+
+def _key(notification_id: str, sender: Sender) -> str:
+    return f"notification-{notification_id}:{sender.provider.value}"
 
 
 async def _heartbeat_every(seconds: float) -> None:

@@ -22,6 +22,10 @@ A retry with the same key then finds:
   a non-retryable `UNKNOWN_OUTCOME` failure: the workflow reconciles with the
   provider or an operator decides; Relay never guesses that a charge did not happen.
 
+`run_many` does the same for a batch of calls (the notification pump's): one transaction
+reserves every key that is new, the calls run concurrently, and one transaction records
+every outcome; a key seen before takes `run`'s path for that key alone.
+
 Transient failures release the reservation when the provider answered (429, 5xx:
 it did not act) or the connection was never opened (refused, DNS, TLS), so
 Temporal's retry calls again. A timeout or a dropped connection of a
@@ -34,11 +38,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -56,6 +63,7 @@ IN_PROGRESS_RETRY = timedelta(seconds=2)
 _RESERVE_ATTEMPTS = 3
 
 log = logging.getLogger("relay.ledger")
+_CALLS = ProviderCall.__table__  # type: ignore[attr-defined]
 
 JSON = Any
 
@@ -111,6 +119,126 @@ class Ledger:
             self._finish, key, attempt, ProviderCallStatus.SUCCEEDED, result, None
         )
         return result
+
+    async def run_many(
+        self,
+        calls: Sequence[tuple[str, Callable[[], Awaitable[JSON]]]],
+        *,
+        provider: str,
+        operation: str,
+    ) -> list[JSON | ApplicationError]:
+        """`run` for many keys at once, one result (or the failure `run` would raise) per
+        call in order. Reserving and recording are one transaction each for the batch."""
+        keys = [key for key, _ in calls]
+        reserved = await asyncio.to_thread(self._reserve_new, keys, provider, operation)
+
+        async def one(key: str, call: Callable[[], Awaitable[JSON]]) -> JSON | ApplicationError:
+            try:
+                return await call()
+            except Exception as exc:  # classified below, as `run` does
+                return _Raised(exc)
+
+        pending = [(key, call) for key, call in calls if key in reserved]
+        answers = await asyncio.gather(*(one(key, call) for key, call in pending))
+        outcomes: dict[str, JSON | ApplicationError] = {}
+        writes: list[tuple[str, ProviderCallStatus | None, JSON, ApplicationError | None]] = []
+        for (key, _), answer in zip(pending, answers, strict=True):
+            if not isinstance(answer, _Raised):
+                writes.append((key, ProviderCallStatus.SUCCEEDED, answer, None))
+                outcomes[key] = answer
+                continue
+            failure = translate(provider, answer.exc)
+            if failure.non_retryable:
+                writes.append((key, ProviderCallStatus.FAILED, None, failure))
+                outcomes[key] = failure
+            elif _provider_did_not_act(failure):
+                writes.append((key, None, None, None))  # released
+                outcomes[key] = failure
+            else:
+                writes.append((key, ProviderCallStatus.UNKNOWN, None, failure))
+                outcomes[key] = _unknown(key)
+        if writes:
+            await asyncio.to_thread(self._finish_many, writes)
+        # Keys seen before: each on `run`'s own path (recorded result, in progress, unknown).
+        for key, call in calls:
+            if key in reserved:
+                continue
+            try:
+                outcomes[key] = await self.run(key, call, provider=provider, operation=operation)
+            except ApplicationError as exc:
+                outcomes[key] = exc
+        return [outcomes[key] for key in keys]
+
+    def _reserve_new(self, keys: list[str], provider: str, operation: str) -> set[str]:
+        """Insert a reservation for every key not yet in the ledger; the keys inserted."""
+        if not keys:
+            return set()
+        now = utcnow()
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "idempotency_key": key,
+                "provider": provider,
+                "operation": operation,
+                "status": ProviderCallStatus.RESERVED.value,
+                "attempts": 1,
+                "reserved_until": now + self._lease,
+                "created_at": now,
+            }
+            for key in keys
+        ]
+        with self._engine.begin() as connection:
+            dialect = connection.dialect.name
+            upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            statement = (
+                upsert(_CALLS)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(_CALLS.c.idempotency_key)
+            )
+            return set(connection.execute(statement).scalars())
+
+    def _finish_many(
+        self, writes: list[tuple[str, ProviderCallStatus | None, JSON, ApplicationError | None]]
+    ) -> None:
+        """Record (or, status None, release) the batch's first attempts in one transaction."""
+        now = utcnow()
+        with self._engine.begin() as connection:
+            released = [key for key, status, _, _ in writes if status is None]
+            if released:
+                connection.execute(
+                    delete(_CALLS)
+                    .where(_CALLS.c.idempotency_key.in_(released))
+                    .where(_CALLS.c.attempts == 1)
+                    .where(_CALLS.c.status == ProviderCallStatus.RESERVED.value)
+                )
+            recorded = [
+                {
+                    "key": key,
+                    "new_status": status.value,
+                    "new_result": result,
+                    "new_error_code": failure.type if failure else None,
+                    "new_error_message": failure.message[:1000] if failure else None,
+                    "now": now,
+                }
+                for key, status, result, failure in writes
+                if status is not None
+            ]
+            if recorded:
+                connection.execute(
+                    update(_CALLS)
+                    .where(_CALLS.c.idempotency_key == bindparam("key"))
+                    .where(_CALLS.c.attempts == 1)
+                    .where(_CALLS.c.status == ProviderCallStatus.RESERVED.value)
+                    .values(
+                        status=bindparam("new_status"),
+                        result=bindparam("new_result"),
+                        error_code=bindparam("new_error_code"),
+                        error_message=bindparam("new_error_message"),
+                        completed_at=bindparam("now"),
+                    ),
+                    recorded,
+                )
 
     async def _reserve_shielded(
         self, key: str, provider: str, operation: str, repeatable: bool
@@ -264,6 +392,13 @@ class Ledger:
 
 
 _IN_PROGRESS = "CALL_IN_PROGRESS"
+
+
+class _Raised:
+    """A call's exception, carried out of `gather` to be classified."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
 
 
 class _Recorded:

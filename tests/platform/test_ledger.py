@@ -389,3 +389,44 @@ async def test_concurrent_workflow_runs_with_one_key_call_the_provider_once(
 
     assert results == [{"id": "ch_wf"}] * 3
     assert provider.hits["workflow-charge"] == 1
+
+
+async def test_run_many_reserves_and_records_a_batch_and_a_retry_calls_nothing_twice(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    """Each outcome `run` would give, for a whole batch: a success recorded, a refusal
+    recorded FAILED, a transient answer released, a timeout UNKNOWN; then the same batch
+    again calls only the released one."""
+    ledger = Ledger(engine)
+    provider.plan("refused", Reply(402, body={"error": "no"}))
+    provider.plan("busy", Reply(503))
+    provider.plan("hang", Reply(delay=2))
+    names = ["ok", "refused", "busy", "hang"]
+    keys = {name: _key() for name in names}
+    timeouts = {"hang": 0.2}
+
+    def batch() -> list[tuple[str, Any]]:
+        return [
+            (keys[name], _charge(http, provider.url_for(name), timeout=timeouts.get(name)))
+            for name in names
+        ]
+
+    first = await ledger.run_many(batch(), provider="acme", operation="charge")
+    assert first[0] == {"id": "ok-1"}
+    assert isinstance(first[1], ApplicationError) and first[1].non_retryable
+    assert isinstance(first[2], ApplicationError) and not first[2].non_retryable
+    assert isinstance(first[3], ApplicationError) and first[3].type == "UNKNOWN_OUTCOME"
+    statuses = {name: getattr(ledger.lookup(keys[name]), "status", None) for name in names}
+    assert statuses == {
+        "ok": ProviderCallStatus.SUCCEEDED,
+        "refused": ProviderCallStatus.FAILED,
+        "busy": None,  # released: the provider did not act
+        "hang": ProviderCallStatus.UNKNOWN,
+    }
+
+    again = await ledger.run_many(batch(), provider="acme", operation="charge")
+    assert again[0] == {"id": "ok-1"}  # the recorded result
+    assert isinstance(again[1], ApplicationError) and again[1].non_retryable
+    assert again[2] == {"id": "busy-2"}
+    assert isinstance(again[3], ApplicationError) and again[3].type == "UNKNOWN_OUTCOME"
+    assert dict(provider.hits) == {"ok": 1, "refused": 1, "busy": 2, "hang": 1}
