@@ -427,42 +427,29 @@ def _short(message: str | None) -> str | None:
 def apply(
     engine: Engine, provider_events: list[ProviderEvent], *, now: datetime
 ) -> tuple[list[Change], int]:
-    """Apply provider callbacks once each: the event is kept (unique per provider and
-    event id, so a duplicate does nothing), the status moves only forward, and a
-    suppression it asks for is added. Returns the changes and how many were new."""
+    """Apply provider callbacks once each, in one transaction: the event is kept (unique per
+    provider and event id, so a duplicate does nothing), the status moves only forward, and
+    a suppression it asks for is added. Returns the changes and how many were new."""
     changes: list[Change] = []
     applied = 0
-    for event in provider_events:
-        with engine.begin() as connection:
+    with engine.begin() as connection:
+        known = {e.notification_id for e in provider_events if e.notification_id}
+        rows = {key: row._asdict() for key, row in _current(connection, known).items()}
+        for event in provider_events:
             notification_id = event.notification_id or _by_provider_id(
                 connection, event.provider_message_id
             )
-            row = (
-                _current(connection, [notification_id]).get(notification_id)
-                if notification_id
-                else None
-            )
+            if notification_id and notification_id not in rows:
+                found = _current(connection, [notification_id]).get(notification_id)
+                if found is not None:
+                    rows[notification_id] = found._asdict()
+            row = rows.get(notification_id or "")
             if row is None:
                 continue  # not a message Relay sent (or deleted): nothing to apply
-            try:
-                with connection.begin_nested():
-                    connection.execute(
-                        insert(events).values(
-                            notification_id=row.id,
-                            provider=event.provider.value,
-                            event_id=event.event_id[:255],
-                            event=event.event[:64],
-                            status=event.status.value if event.status else None,
-                            error_code=event.error_code,
-                            error_message=_short(event.error_message),
-                            occurred_at=event.occurred_at,
-                            received_at=now,
-                        )
-                    )
-            except IntegrityError:
+            if not _insert_once(connection, _event_row(row["id"], event, now)):
                 continue  # seen before
             applied += 1
-            if event.status is not None and advances(row.status, event.status):
+            if event.status is not None and advances(row["status"], event.status):
                 values: dict[str, Any] = {"status": event.status.value, "updated_at": now}
                 if event.status in FINAL:
                     values["final_at"] = now
@@ -470,23 +457,59 @@ def apply(
                     values["error_code"] = event.error_code
                     values["error_message"] = _short(event.error_message)
                 connection.execute(
-                    update(notifications).where(notifications.c.id == row.id).values(**values)
+                    update(notifications).where(notifications.c.id == row["id"]).values(**values)
                 )
+                row["status"] = event.status.value  # a later event of the batch sees it
                 changes.append(
                     Change(
-                        row.id,
+                        row["id"],
                         event.status,
-                        row.provider or event.provider.value,
-                        row.parent_id,
-                        row.channel,
+                        row["provider"] or event.provider.value,
+                        row["parent_id"],
+                        row["channel"],
                         event.error_code,
                     )
                 )
-        if event.suppress is not None and event.address:
-            kind = suppression_channel(row.channel) if row.channel else None
-            if kind is not None:
-                suppress(engine, kind, event.address, event.suppress.value, event.provider.value)
+            kind = suppression_channel(row["channel"]) if row["channel"] else None
+            if event.suppress is not None and event.address and kind is not None:
+                _insert_once(
+                    connection,
+                    {
+                        "table": suppressions,
+                        "channel": kind.value,
+                        "address": event.address,
+                        "reason": event.suppress.value,
+                        "source": event.provider.value,
+                        "created_at": now,
+                    },
+                )
     return changes, applied
+
+
+def _event_row(notification_id: str, event: ProviderEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "table": events,
+        "notification_id": notification_id,
+        "provider": event.provider.value,
+        "event_id": event.event_id[:255],
+        "event": event.event[:64],
+        "status": event.status.value if event.status else None,
+        "error_code": event.error_code,
+        "error_message": _short(event.error_message),
+        "occurred_at": event.occurred_at,
+        "received_at": now,
+    }
+
+
+def _insert_once(connection: Any, values: dict[str, Any]) -> bool:
+    """Insert under a savepoint; False when a unique key says it is there already."""
+    table = values.pop("table")
+    try:
+        with connection.begin_nested():
+            connection.execute(insert(table).values(**values))
+    except IntegrityError:
+        return False
+    return True
 
 
 def _by_provider_id(connection: Any, provider_message_id: str | None) -> str | None:
