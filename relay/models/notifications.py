@@ -45,6 +45,8 @@ class Notification(SQLModel, table=True):
     content: str = Field(sa_column=Column(Text, nullable=False))  # sealed JSON
     critical: bool = False
     idempotency_key: str | None = Field(default=None, max_length=255, unique=True)
+    # sha256 of what the request asked for: a key reused for another request is a 409.
+    request_hash: str | None = Field(default=None, max_length=64)
     # Bulk email: recipients of one SendGrid request share (batch_id, batch_chunk).
     batch_id: str | None = Field(default=None, max_length=64)
     batch_chunk: int | None = None

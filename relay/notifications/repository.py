@@ -8,6 +8,7 @@ are `apply`ed with statuses that only move forward.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from relay.crypto import Keyring
 from relay.db import utcnow
+from relay.errors import ErrorCode, RelayError
 from relay.models.notifications import Notification, NotificationEvent, Suppression
 from relay.notifications.contracts import (
     FAILED_STATES,
@@ -90,6 +92,7 @@ def _row(keyring: Keyring, message: NewMessage, now: datetime) -> dict[str, Any]
         "user_id": message.user_id,
         "to_address": message.to,
         "content": seal_content(keyring, message.id, message.content),
+        "request_hash": _fingerprint(message),
         "critical": message.critical,
         "idempotency_key": message.idempotency_key,
         "batch_id": message.batch_id,
@@ -100,6 +103,20 @@ def _row(keyring: Keyring, message: NewMessage, now: datetime) -> dict[str, Any]
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _fingerprint(message: NewMessage) -> str:
+    """What the message asks for (not its id): one idempotencyKey, one request."""
+    asked = {
+        "channel": message.channel,
+        "channels": message.channels,
+        "to": message.to,
+        "userId": message.user_id,
+        "critical": message.critical,
+        "content": message.content,
+    }
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def enqueue(
@@ -116,7 +133,16 @@ def enqueue(
     except IntegrityError:
         if not any(m.idempotency_key for m in messages):
             raise
-    # Some key was seen before: one transaction per message tells which.
+    # Some key was seen before. A key reused for another request is refused before anything
+    # of this one is queued; then one transaction per message tells which are duplicates.
+    for message, row in zip(messages, rows, strict=True):
+        existing = find_by_key(engine, message.idempotency_key) if message.idempotency_key else None
+        if existing is not None and existing.request_hash not in (None, row["request_hash"]):
+            raise RelayError(
+                ErrorCode.CONFLICT,
+                "this idempotencyKey was used for a different request",
+                [{"field": "idempotencyKey", "in": "body", "message": "already used"}],
+            )
     queued: list[Queued] = []
     for message, row in zip(messages, rows, strict=True):
         try:
@@ -134,7 +160,7 @@ def enqueue(
 def find_by_key(engine: Engine, key: str) -> Any:
     with engine.connect() as connection:
         return connection.execute(
-            select(notifications.c.id, notifications.c.status).where(
+            select(notifications.c.id, notifications.c.status, notifications.c.request_hash).where(
                 notifications.c.idempotency_key == key
             )
         ).first()

@@ -3,6 +3,7 @@ the signed Event Webhook moves the notification to its final status."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -209,3 +210,25 @@ async def test_a_forged_event_webhook_is_refused_and_nothing_is_recorded(
                 headers={"Authorization": f"Bearer {stack.api_key}"},
             )
         assert events.json()["data"] == []
+
+
+async def test_one_idempotency_key_is_one_request(notifications_stack: Any) -> None:
+    key = f"welcome-{uuid.uuid4().hex}"
+    body = {"to": "ada@example.com", "subject": "Hi", "text": "Hello", "idempotencyKey": key}
+    async with notifications_stack(smtp=False, twilio=False, fcm=False) as stack:
+        async with stack.http() as http:
+            first = await http.post("/v1/notifications/email", json=body)
+            again = await http.post("/v1/notifications/email", json=body)
+            other = await http.post(
+                "/v1/notifications/email", json={**body, "text": "Something else"}
+            )
+        assert first.status_code == 202 and again.status_code == 200
+        assert again.json()["data"] == {
+            **first.json()["data"],
+            "duplicate": True,
+            "status": again.json()["data"]["status"],
+        }
+        assert other.status_code == 409
+        assert other.json()["error"]["code"] == "CONFLICT"
+        await _status(stack, first.json()["data"]["id"], "DELIVERED")
+        assert len(stack.sendgrid.state.messages()) == 1
