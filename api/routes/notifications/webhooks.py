@@ -86,9 +86,14 @@ async def record_and_apply(
             changes, _ = await asyncio.to_thread(
                 repository.apply, engine, [event for event, _ in fresh], now=utcnow()
             )
-        except Exception:
-            # Recorded: the forwarder hands it to the dispatcher when the lease runs out.
-            log.exception("%s events recorded but not applied; the dispatcher will", provider)
+        except Exception as exc:
+            # Recorded: the forwarder hands it to the dispatcher when the lease runs out. The
+            # error's type only: a database error's text carries the rows' values.
+            log.error(
+                "%s events recorded but not applied (%s); the dispatcher will",
+                provider,
+                type(exc).__name__,
+            )
         else:
             marks = forwarded_marks(request)
             for _, row in fresh:
