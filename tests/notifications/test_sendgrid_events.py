@@ -5,13 +5,11 @@ parsed by relay.notifications.sendgrid_events."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import pytest_asyncio
@@ -29,67 +27,34 @@ from relay.notifications.senders import Outgoing, Sent
 from relay.notifications.sendgrid import SendGridSender
 from relay.sandbox.sendgrid import EventSigner, SendGridSandbox, SendGridServer
 from relay.settings import Settings
+from tests.support.receiver import Post
+from tests.support.receiver import Receiver as SharedReceiver
 
-WAIT_SECONDS = 15
 SIGNATURE = sendgrid_events.SIGNATURE_HEADER
 TIMESTAMP = sendgrid_events.TIMESTAMP_HEADER
 
 
-@dataclass
-class Post:
-    headers: dict[str, str]
-    body: bytes
+EVENTS_PATH = "/webhooks/sendgrid/events"
 
 
-@dataclass
-class Receiver:
+class Receiver(SharedReceiver):
     """Relay's /webhooks/sendgrid/events stands here: it records every POST."""
 
-    url: str = ""
-    posts: list[Post] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-
     def wait_for_events(self, count: int) -> list[Post]:
-        def enough() -> bool:
-            return sum(len(json.loads(p.body)) for p in self.posts) >= count
-
-        with self.changed:
-            assert self.changed.wait_for(enough, timeout=WAIT_SECONDS), self.posts
-            return list(self.posts)
+        return self.wait_until(lambda posts: sum(len(p.json()) for p in posts) >= count)
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with receiver.changed:
-                receiver.posts.append(Post(dict(self.headers.items()), body))
-                receiver.changed.notify_all()
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/sendgrid/events"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with Receiver.running() as receiver:
+        yield receiver  # type: ignore[misc]
 
 
 @pytest.fixture
 def server(receiver: Receiver) -> Iterator[SendGridServer]:
-    with SendGridSandbox(port=0, webhook_url=receiver.url, event_delay=0).run_in_thread() as s:
+    with SendGridSandbox(
+        port=0, webhook_url=receiver.base + EVENTS_PATH, event_delay=0
+    ).run_in_thread() as s:
         yield s
 
 

@@ -4,12 +4,9 @@ on a loopback server standing where Relay's route stands, verified with `verify`
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -29,68 +26,16 @@ from relay.notifications.twilio_events import (
 from relay.sandbox import twilio as twilio_sandbox
 from relay.sandbox.twilio import TwilioSandbox, TwilioServer
 from relay.settings import Settings
+from tests.support.receiver import Post, Receiver
 
-WAIT_SECONDS = 15
 STATUS_PATH = "/webhooks/twilio/status"
 INCOMING_PATH = "/webhooks/twilio/incoming"
 
 
-@dataclass
-class Received:
-    path: str
-    query: str
-    signature: str | None
-    params: dict[str, str]
-
-
-@dataclass
-class Receiver:
-    """Every form POST, with the raw path and query it came to."""
-
-    base: str = ""
-    received: list[Received] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-
-    def wait_for(self, count: int) -> list[Received]:
-        with self.changed:
-            if not self.changed.wait_for(lambda: len(self.received) >= count, WAIT_SECONDS):
-                raise AssertionError(f"{count} callbacks never came; got {self.received}")
-            return list(self.received)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            parts = urlsplit(self.path)
-            got = Received(
-                parts.path,
-                parts.query,
-                self.headers.get("X-Twilio-Signature"),
-                dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True)),
-            )
-            with receiver.changed:
-                receiver.received.append(got)
-                receiver.changed.notify_all()
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with Receiver.running() as receiver:
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -120,7 +65,7 @@ async def sender(settings: Settings) -> AsyncIterator[TwilioSender]:
         await sender.close()
 
 
-def _url(settings: Settings, got: Received) -> str:
+def _url(settings: Settings, got: Post) -> str:
     return public_request_url(settings, got.path, got.query)
 
 
@@ -137,7 +82,7 @@ async def _send(
     return notification_id, sent.provider_message_id
 
 
-def _notification_id(got: Received) -> str | None:
+def _notification_id(got: Post) -> str | None:
     return parse_qs(got.query).get("notificationId", [None])[0]
 
 
@@ -174,7 +119,7 @@ async def test_status_callbacks_verify_for_the_url_called_and_parse_to_their_sta
     events = []
     for got in callbacks:
         assert got.path == STATUS_PATH
-        verify(settings, _url(settings, got), got.params, got.signature)
+        verify(settings, _url(settings, got), got.params, got.header("X-Twilio-Signature"))
         events.append(parse_status(got.params, _notification_id(got)))
 
     assert [(e.event, e.status) for e in events] == statuses
@@ -195,7 +140,7 @@ async def test_whatsapp_callbacks_name_their_channel(
 
     callbacks = receiver.wait_for(2)
     for got in callbacks:
-        verify(settings, _url(settings, got), got.params, got.signature)
+        verify(settings, _url(settings, got), got.params, got.header("X-Twilio-Signature"))
     events = [parse_status(got.params, _notification_id(got)) for got in callbacks]
     assert [e.status for e in events] == [NotificationStatus.SENT, NotificationStatus.DELIVERED]
     assert {e.detail["channel"] for e in events} == {"whatsapp"}
@@ -208,15 +153,15 @@ async def test_forged_tampered_or_unsigned_callbacks_are_refused(
     await _send(sender, settings, "+14155550123")
     got = receiver.wait_for(2)[1]
     url = _url(settings, got)
-    verify(settings, url, got.params, got.signature)
+    verify(settings, url, got.params, got.header("X-Twilio-Signature"))
 
     forged = RequestValidator("not-the-auth-token").compute_signature(url, got.params)
     other_notification = url.replace("notificationId=", "notificationId=x")
     attempts = [
         (url, got.params, forged),
-        (url, got.params | {"MessageStatus": "failed"}, got.signature),
-        (url, {k: v for k, v in got.params.items() if k != "To"}, got.signature),
-        (other_notification, got.params, got.signature),
+        (url, got.params | {"MessageStatus": "failed"}, got.header("X-Twilio-Signature")),
+        (url, {k: v for k, v in got.params.items() if k != "To"}, got.header("X-Twilio-Signature")),
+        (other_notification, got.params, got.header("X-Twilio-Signature")),
         (url, got.params, None),
         (url, got.params, ""),
     ]
@@ -303,7 +248,7 @@ async def test_stop_and_start_replies_from_the_sandbox_verify_and_parse(
     replies = {got.params["From"]: got for got in receiver.wait_for(3)}
     for got in replies.values():
         assert got.path == INCOMING_PATH
-        verify(settings, _url(settings, got), got.params, got.signature)
+        verify(settings, _url(settings, got), got.params, got.header("X-Twilio-Signature"))
     stop = parse_incoming(replies["+14155550123"].params)
     start = parse_incoming(replies["whatsapp:+14155550124"].params)
     chatter = parse_incoming(replies["+14155550125"].params)

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,73 +22,31 @@ from sendgrid.helpers.mail import Mail, Personalization, To
 from relay.sandbox import sendgrid
 from relay.sandbox.sendgrid import SendGridSandbox, SendGridServer
 from relay.settings import Settings
+from tests.support.receiver import Post
+from tests.support.receiver import Receiver as SharedReceiver
 
 WAIT_SECONDS = 15
 
 
-@dataclass
-class Post:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        parsed: list[dict[str, Any]] = json.loads(self.body)
-        return parsed
-
-
-@dataclass
-class Receiver:
+class Receiver(SharedReceiver):
     """Records every POST to it; Relay's /webhooks/sendgrid/events stands here."""
 
-    posts: list[Post] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    url: str = ""
-    # Answer 500 to this many POSTs first (recorded in `refused`, not in `posts`).
-    fail_first: int = 0
-    refused: int = 0
+    @property
+    def url(self) -> str:
+        return f"{self.base}/webhooks/sendgrid/events"
 
     def events(self) -> list[dict[str, Any]]:
-        return [event for post in self.posts for event in post.events]
+        return [event for post in self.posts for event in post.json()]
 
-    def wait_until(self, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
-        with self.changed:
-            if not self.changed.wait_for(lambda: done(self.events()), timeout=WAIT_SECONDS):
-                raise AssertionError(f"events never arrived; got {self.events()}")
-            return self.events()
+    def wait_for_events(self, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        self.wait_until(lambda _: done(self.events()))
+        return self.events()
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with receiver.changed:
-                refuse = receiver.refused < receiver.fail_first
-                if refuse:
-                    receiver.refused += 1
-                else:
-                    receiver.posts.append(Post(dict(self.headers.items()), body))
-                receiver.changed.notify_all()
-            self.send_response(500 if refuse else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/sendgrid/events"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with Receiver.running() as receiver:
+        yield receiver  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -302,7 +257,7 @@ def test_events_are_signed_and_verified_by_the_sendgrid_package(
 ) -> None:
     message_id = client.send(_mail("ada@example.com")).headers["X-Message-Id"]
 
-    events = receiver.wait_until(lambda got: any(e["event"] == "delivered" for e in got))
+    events = receiver.wait_for_events(lambda got: any(e["event"] == "delivered" for e in got))
     assert [e["event"] for e in events] == ["processed", "delivered"]
     for event in events:
         assert event["email"] == "ada@example.com"
@@ -318,15 +273,15 @@ def test_tampered_or_foreign_events_fail_the_sendgrid_verifier(
     client: SendGridAPIClient, server: SendGridServer, receiver: Receiver
 ) -> None:
     client.send(_mail("ada@example.com"))
-    receiver.wait_until(lambda got: len(got) == 2)
+    receiver.wait_for_events(lambda got: len(got) == 2)
     post = receiver.posts[0]
     public_key = server.sandbox.public_key
 
-    tampered = Post(post.headers, post.body.replace(b"processed", b"delivered"))
+    tampered = Post(post.url, post.headers, post.body.replace(b"processed", b"delivered"))
     assert not _verified(tampered, public_key)
     later = dict(post.headers)
     later[EventWebhookHeader.TIMESTAMP] = str(int(post.headers[EventWebhookHeader.TIMESTAMP]) + 1)
-    assert not _verified(Post(later, post.body), public_key)
+    assert not _verified(Post(post.url, later, post.body), public_key)
     other_key = SendGridSandbox(port=1).public_key
     assert not _verified(post, other_key)
     assert _verified(post, public_key)
@@ -349,7 +304,7 @@ def test_magic_recipients_get_their_outcomes(
 ) -> None:
     client.send(_mail(address))
 
-    events = receiver.wait_until(lambda got: len(got) == len(expected))
+    events = receiver.wait_for_events(lambda got: len(got) == len(expected))
     assert [e["event"] for e in events] == expected
     assert _messages(server)[0]["status"] == expected[-1]
     if expected[-1] == "bounce":
@@ -370,7 +325,7 @@ def test_custom_args_and_categories_ride_on_every_event(
     }
     assert _post(server, body).status_code == 202
 
-    events = receiver.wait_until(lambda got: len(got) == 2)
+    events = receiver.wait_for_events(lambda got: len(got) == 2)
     assert all(e["relayNotificationId"] == "n1" for e in events)
     assert all(e["category"] == ["verification"] for e in events)
 
@@ -391,7 +346,7 @@ def test_a_refused_post_is_retried_before_the_next_stage(
     receiver.fail_first = 1
     client.send(_mail("ada@example.com"))
 
-    events = receiver.wait_until(lambda got: len(got) == 2)
+    events = receiver.wait_for_events(lambda got: len(got) == 2)
     assert [e["event"] for e in events] == ["processed", "delivered"]
     assert receiver.refused == 1
     first = server.state.deliveries[0]
@@ -405,7 +360,7 @@ def test_a_target_that_never_answers_is_given_up_and_recorded(receiver: Receiver
         server.sandbox.register_webhook(receiver.url)
         SendGridAPIClient(sandbox.api_key, host=sandbox.api_base).send(_mail("ada@example.com"))
         # The live target gets every stage though the other one fails.
-        receiver.wait_until(lambda got: len(got) == 2)
+        receiver.wait_for_events(lambda got: len(got) == 2)
 
         def dead() -> list[sendgrid.Delivery]:
             return [d for d in server.state.deliveries if d.url.endswith("/gone")]
@@ -430,7 +385,7 @@ def test_a_bulk_send_gets_every_event_without_a_thread_per_wait(
     for _ in range(10):
         assert _post(server, body).status_code == 202
 
-    events = receiver.wait_until(lambda got: len(got) == 6000)
+    events = receiver.wait_for_events(lambda got: len(got) == 6000)
     assert sum(e["event"] == "delivered" for e in events) == 3000
     assert len(receiver.posts) == 20  # one signed array per request and stage
 
@@ -500,7 +455,7 @@ def test_runs_as_a_module(tmp_path: Path, receiver: Receiver) -> None:
         sandbox.wait_ready()
         client = SendGridAPIClient(sandbox.api_key, host=sandbox.api_base)
         assert client.send(_mail("ada@example.com")).status_code == 202
-        receiver.wait_until(lambda got: len(got) == 2)
+        receiver.wait_for_events(lambda got: len(got) == 2)
         # The child signs with the key the parent hands Relay.
         assert all(_verified(post, sandbox.public_key) for post in receiver.posts)
     finally:
@@ -521,7 +476,7 @@ async def test_the_page_section_lists_emails_and_shows_their_text(
     from relay.sandbox.sections import SECTIONS, SendGridSection
 
     client.send(_mail("bounce@example.com", subject="Your receipt"))
-    receiver.wait_until(lambda got: len(got) == 2)
+    receiver.wait_for_events(lambda got: len(got) == 2)
     settings = make_settings(
         relay_env="development",
         sendgrid_api_base=server.api_base,

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -23,71 +20,19 @@ from twilio.rest import Client
 from relay.sandbox import twilio as twilio_sandbox
 from relay.sandbox.twilio import TwilioSandbox, TwilioServer, point_client, twilio_client
 from relay.settings import Settings
-
-WAIT_SECONDS = 15
-
-
-@dataclass
-class Callback:
-    url: str
-    headers: dict[str, str]
-    params: dict[str, str]
+from tests.support.receiver import Post
+from tests.support.receiver import Receiver as SharedReceiver
 
 
-@dataclass
-class Receiver:
-    """Records every form POST with the full URL it was sent to (Relay's routes stand here)."""
-
-    callbacks: list[Callback] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    base: str = ""
-    # Answer 500 to this many POSTs first (counted in `refused`, not kept).
-    fail_first: int = 0
-    refused: int = 0
-
-    def wait_until(self, done: Callable[[list[Callback]], bool]) -> list[Callback]:
-        with self.changed:
-            if not self.changed.wait_for(lambda: done(self.callbacks), timeout=WAIT_SECONDS):
-                raise AssertionError(f"callbacks never arrived; got {self.callbacks}")
-            return list(self.callbacks)
-
+class Receiver(SharedReceiver):
     def statuses(self, sid: str) -> list[str]:
-        return [c.params["MessageStatus"] for c in self.callbacks if c.params["MessageSid"] == sid]
+        return [p.params["MessageStatus"] for p in self.posts if p.params["MessageSid"] == sid]
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-            callback = Callback(receiver.base + self.path, dict(self.headers.items()), params)
-            with receiver.changed:
-                refuse = receiver.refused < receiver.fail_first
-                if refuse:
-                    receiver.refused += 1
-                else:
-                    receiver.callbacks.append(callback)
-                receiver.changed.notify_all()
-            self.send_response(500 if refuse else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with Receiver.running() as receiver:
+        yield receiver  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -108,7 +53,7 @@ def _status_url(receiver: Receiver) -> str:
     return f"{receiver.base}/webhooks/twilio/status?notification=n1"
 
 
-def _valid(server: TwilioServer, callback: Callback) -> bool:
+def _valid(server: TwilioServer, callback: Post) -> bool:
     validator = RequestValidator(server.sandbox.auth_token)
     return bool(
         validator.validate(callback.url, callback.params, callback.headers["X-Twilio-Signature"])
@@ -299,6 +244,11 @@ def test_status_callbacks_are_signed_as_twilio_signs_them(
     assert [c["delivery"] for c in _messages(server)[0]["callbacks"]] == ["delivered"] * 2
 
 
+def _form(url: str, headers: dict[str, str], params: dict[str, str]) -> Post:
+    """A callback with these form fields (the signature left as it was)."""
+    return Post(url, headers, urlencode(params).encode())
+
+
 def test_forged_or_tampered_callbacks_fail_the_twilio_validator(
     client: Client, server: TwilioServer, receiver: Receiver
 ) -> None:
@@ -307,16 +257,12 @@ def test_forged_or_tampered_callbacks_fail_the_twilio_validator(
     )
     callback = receiver.wait_until(lambda got: len(got) == 2)[1]
 
-    tampered = Callback(
-        callback.url, callback.headers, callback.params | {"MessageStatus": "failed"}
-    )
+    tampered = _form(callback.url, callback.headers, callback.params | {"MessageStatus": "failed"})
     assert not _valid(server, tampered)
-    elsewhere = Callback(callback.url.replace("n1", "n2"), callback.headers, callback.params)
+    elsewhere = Post(callback.url.replace("n1", "n2"), callback.headers, callback.body)
     assert not _valid(server, elsewhere)
     forged = RequestValidator("another-token").compute_signature(callback.url, callback.params)
-    assert not _valid(
-        server, Callback(callback.url, {"X-Twilio-Signature": forged}, callback.params)
-    )
+    assert not _valid(server, Post(callback.url, {"X-Twilio-Signature": forged}, callback.body))
     assert _valid(server, callback)
 
 
