@@ -67,6 +67,12 @@ def advances(current: NotificationStatus | str, new: NotificationStatus | str) -
     return _RANK[NotificationStatus(new)] > _RANK[NotificationStatus(current)]
 
 
+def behind(new: NotificationStatus | str) -> list[str]:
+    """The statuses `new` may replace: a guard for an update that must only move forward."""
+    rank = _RANK[NotificationStatus(new)]
+    return [status.value for status, r in _RANK.items() if r < rank]
+
+
 class Provider(StrEnum):
     SENDGRID = "sendgrid"
     SMTP = "smtp"

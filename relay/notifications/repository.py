@@ -32,6 +32,7 @@ from relay.notifications.contracts import (
     ProviderEvent,
     SuppressionChannel,
     advances,
+    behind,
     suppression_channel,
 )
 
@@ -376,71 +377,64 @@ def record(engine: Engine, outcomes: list[Outcome], *, now: datetime) -> list[Ch
             row = current.get(outcome.id)
             if row is None:
                 continue
-            values: dict[str, Any] = {"lease_until": None, "updated_at": now}
+            this = update(notifications).where(notifications.c.id == outcome.id)
             if outcome.retry_at is not None:
-                values |= {
-                    "next_attempt_at": outcome.retry_at,
-                    "error_code": outcome.error_code,
-                    "error_message": _short(outcome.error_message),
-                }
-            else:
-                values |= {
-                    "next_attempt_at": None,
-                    "provider": outcome.provider,
-                    "provider_message_id": outcome.provider_message_id,
-                    "error_code": outcome.error_code,
-                    "error_message": _short(outcome.error_message),
-                    "result": outcome.result,
-                }
-                status = outcome.status or NotificationStatus.FAILED
-                if status is NotificationStatus.SENT:
-                    values["sent_at"] = now
-                if advances(row.status, status):
-                    values["status"] = status.value
-                    if status in FINAL:
-                        values["final_at"] = now
-                    changes.append(
-                        Change(
-                            outcome.id,
-                            status,
-                            outcome.provider,
-                            row.parent_id,
-                            row.channel,
-                            outcome.error_code,
-                        )
-                    )
-                event_rows.append(
-                    {
-                        "notification_id": outcome.id,
-                        "provider": "relay",
-                        "event_id": f"{outcome.id}:attempt:{outcome.attempt}",
-                        "event": "send",
-                        "status": status.value,
-                        "error_code": outcome.error_code,
-                        "error_message": _short(outcome.error_message),
-                        "occurred_at": now,
-                        "received_at": now,
-                    }
-                )
-            connection.execute(
-                update(notifications)
-                .where(notifications.c.id == outcome.id)
-                .where(notifications.c.status == NotificationStatus.PENDING.value)
-                .values(**values)
-            )
-            # A callback may have moved it on already: still record what the send said.
-            if row.status != NotificationStatus.PENDING.value and outcome.retry_at is None:
                 connection.execute(
-                    update(notifications)
-                    .where(notifications.c.id == outcome.id)
-                    .values(
+                    this.where(notifications.c.status == NotificationStatus.PENDING.value).values(
                         lease_until=None,
-                        provider=outcome.provider,
-                        provider_message_id=outcome.provider_message_id,
-                        result=outcome.result,
                         updated_at=now,
+                        next_attempt_at=outcome.retry_at,
+                        error_code=outcome.error_code,
+                        error_message=_short(outcome.error_message),
                     )
                 )
+                continue
+            status = outcome.status or NotificationStatus.FAILED
+            # What the send said is kept whatever the status is now (a callback may have
+            # moved it on already); the status itself only moves forward.
+            connection.execute(
+                this.values(
+                    lease_until=None,
+                    updated_at=now,
+                    next_attempt_at=None,
+                    provider=outcome.provider,
+                    provider_message_id=outcome.provider_message_id,
+                    result=outcome.result,
+                    sent_at=now if status is NotificationStatus.SENT else None,
+                )
+            )
+            moved = connection.execute(
+                this.where(notifications.c.status.in_(behind(status))).values(
+                    status=status.value,
+                    error_code=outcome.error_code,
+                    error_message=_short(outcome.error_message),
+                    final_at=now if status in FINAL else None,
+                )
+            )
+            if moved.rowcount:
+                changes.append(
+                    Change(
+                        outcome.id,
+                        status,
+                        outcome.provider,
+                        row.parent_id,
+                        row.channel,
+                        outcome.error_code,
+                    )
+                )
+            event_rows.append(
+                {
+                    "notification_id": outcome.id,
+                    "provider": "relay",
+                    "event_id": f"{outcome.id}:attempt:{outcome.attempt}",
+                    "event": "send",
+                    "status": status.value,
+                    "error_code": outcome.error_code,
+                    "error_message": _short(outcome.error_message),
+                    "occurred_at": now,
+                    "received_at": now,
+                }
+            )
         if event_rows:
             connection.execute(insert(events), event_rows)
     return changes
@@ -483,7 +477,10 @@ def apply(
                     values["error_code"] = event.error_code
                     values["error_message"] = _short(event.error_message)
                 connection.execute(
-                    update(notifications).where(notifications.c.id == row["id"]).values(**values)
+                    update(notifications)
+                    .where(notifications.c.id == row["id"])
+                    .where(notifications.c.status.in_(behind(event.status)))
+                    .values(**values)
                 )
                 row["status"] = event.status.value  # a later event of the batch sees it
                 changes.append(
