@@ -575,4 +575,12 @@ def _provider_of(connection: Any, message_id: str | None) -> str | None:
     value: str | None = connection.execute(
         select(notifications.c.provider).where(notifications.c.id == message_id)
     ).scalar()
+    if value is None:
+        # The provider's callback can settle the message before the pump records its send
+        # (SendGrid answers at once in the sandbox): the callback names the provider too.
+        value = connection.execute(
+            select(events.c.provider)
+            .where(events.c.notification_id == message_id, events.c.provider != "relay")
+            .limit(1)
+        ).scalar()
     return value
