@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -470,7 +470,15 @@ def apply(
                 continue  # seen before
             applied += 1
             if event.status is not None and advances(row["status"], event.status):
-                values: dict[str, Any] = {"status": event.status.value, "updated_at": now}
+                values: dict[str, Any] = {
+                    "status": event.status.value,
+                    "updated_at": now,
+                    # The callback may beat the pump's record of the send: it names both.
+                    "provider": func.coalesce(notifications.c.provider, event.provider.value),
+                    "provider_message_id": func.coalesce(
+                        notifications.c.provider_message_id, event.provider_message_id
+                    ),
+                }
                 if event.status in FINAL:
                     values["final_at"] = now
                 if event.status in FAILED_STATES:
