@@ -30,6 +30,7 @@ from api.deps import (
     require_api_key,
 )
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.idempotency import require_same_request
 from api.inbound import accept_event
 from api.pagination import page
 from api.schemas.billing import (
@@ -152,7 +153,16 @@ async def create(
         payment_method_id=body.payment_method_id,
         metadata=body.metadata,
     )
-    return _answer(await create_subscription(client, settings, subscription_id, request))
+    view = await create_subscription(client, settings, subscription_id, request)
+    if body.idempotency_key:
+        require_same_request(
+            {
+                "userId": (body.user_id, view.user_id),
+                "priceId": (body.price_id, view.price_id),
+                "quantity": (body.quantity, view.quantity),
+            }
+        )
+    return _answer(view)
 
 
 def _encode(row: Any) -> str:

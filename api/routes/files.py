@@ -29,6 +29,7 @@ from sqlalchemy import Row
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, require_api_key
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.idempotency import require_same_request
 from api.inbound import accept_event
 from api.pagination import after_cursor, newest_first_page, page
 from api.schemas.files import (
@@ -163,6 +164,18 @@ async def create(
             [{"field": "filename", "in": "body", "message": "use another name"}],
         )
     recorded = await create_file(client, settings, view)
+    if body.idempotency_key:
+        require_same_request(
+            {
+                "kind": (view.kind, recorded.kind),
+                "filename": (view.filename, recorded.filename),
+                "contentType": (view.content_type, recorded.content_type),
+                "size": (view.declared_size, recorded.declared_size),
+                "userId": (view.user_id, recorded.user_id),
+                "conversationId": (view.conversation_id, recorded.conversation_id),
+                "messageId": (view.message_id, recorded.message_id),
+            }
+        )
     if recorded.status != FileStatus.PENDING_UPLOAD:
         raise RelayError(ErrorCode.CONFLICT, "this idempotencyKey's upload was already completed")
     expires_at = recorded.upload_expires_at

@@ -118,6 +118,10 @@ async def test_a_retried_request_creates_nothing_twice(
     customer = first.json()["data"]["stripeCustomerId"]
     listed = stripe.v1.subscriptions.list({"customer": customer})
     assert len(listed.data) == 1
+    other = await create(billing_stack, **{**body, "quantity": 3})
+    assert other.status_code == 409, other.text
+    assert [d["field"] for d in other.json()["error"]["details"]] == ["idempotencyKey", "quantity"]
+    assert len(stripe.v1.subscriptions.list({"customer": customer}).data) == 1
 
 
 async def test_unknown_price_is_400_and_nothing_is_created(

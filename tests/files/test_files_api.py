@@ -283,6 +283,9 @@ async def test_completing_twice_and_retrying_the_create_are_harmless(
     first = (await start_upload(files_stack, **body)).json()["data"]
     again = (await start_upload(files_stack, **body)).json()["data"]
     assert again["id"] == first["id"]
+    other = await start_upload(files_stack, **{**body, "filename": "b.jpg"})
+    assert other.status_code == 409, other.text
+    assert [d["field"] for d in other.json()["error"]["details"]] == ["idempotencyKey", "filename"]
     assert (await post_form(again, data, "image/jpeg")).status_code == 204
     async with files_stack.http() as http:
         for _ in range(2):

@@ -237,6 +237,10 @@ async def test_one_idempotency_key_makes_one_invoice(
     assert len({r.json()["data"]["stripeInvoiceId"] for r in responses}) == 1
     assert len(invoices(stripe)) == 1
     assert len(stripe.v1.invoice_items.list({"limit": 100}).data) == 0  # none left pending
+    other = await create(billing_stack, **{**body, "currency": "eur"})
+    assert other.status_code == 409, other.text
+    assert [d["field"] for d in other.json()["error"]["details"]] == ["idempotencyKey", "currency"]
+    assert len(invoices(stripe)) == 1
 
 
 async def test_bad_input_is_422_and_a_bad_customer_400_and_nothing_is_created(

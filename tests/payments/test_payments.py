@@ -310,6 +310,13 @@ async def test_one_idempotency_key_makes_one_payment_intent(
     after = intents(stripe)
     assert len(after) == before + 1
     assert [i.metadata["relayPaymentId"] for i in after].count(ids.pop()) == 1
+    # The same key for another amount is a client bug, refused rather than answered
+    # with the first payment.
+    other = await create(billing_stack, **{**body, "amount": 999})
+    assert other.status_code == 409, other.text
+    fields = [d["field"] for d in other.json()["error"]["details"]]
+    assert fields == ["idempotencyKey", "amount"]
+    assert len(intents(stripe)) == before + 1
 
 
 async def test_bad_input_is_422_naming_the_field_and_writes_nothing(

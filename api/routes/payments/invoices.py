@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, require_api_key
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.idempotency import require_same_request
 from api.pagination import newest_first_page, page
 from api.schemas.payments_invoices import (
     Invoice,
@@ -66,13 +67,15 @@ async def create_invoice_route(
     if body.idempotency_key:
         row = await asyncio.to_thread(repository.find_invoice, engine, invoice_id)
         if row is not None:
+            found = Invoice.model_validate(invoice_row_fields(row))
+            _require_same_request(body, found)
             if row.status in INVOICE_FINAL:
-                return ok(Invoice.model_validate(invoice_row_fields(row)))
+                return ok(found)
             try:
                 await invoice_state(client, invoice_id)
             except (RPCError, WorkflowQueryFailedError):
                 # Its run is gone: a new one must never draft a second invoice.
-                return ok(Invoice.model_validate(invoice_row_fields(row)))
+                return ok(found)
     request = CreateInvoice(
         currency=body.currency,
         items=[
@@ -84,7 +87,22 @@ async def create_invoice_route(
         days_until_due=body.days_until_due,
         auto_send=body.auto_send,
     )
-    return _invoice(await create_invoice(client, settings, invoice_id, request))
+    invoice = Invoice.model_validate(
+        invoice_view_fields(await create_invoice(client, settings, invoice_id, request))
+    )
+    if body.idempotency_key:
+        _require_same_request(body, invoice)  # another request may have taken the key first
+    return ok(invoice)
+
+
+def _require_same_request(body: InvoiceCreate, invoice: Invoice) -> None:
+    compared: dict[str, tuple[object, object]] = {
+        "currency": (body.currency, invoice.currency),
+        "userId": (body.user_id, invoice.user_id),
+    }
+    if body.customer_id is not None:
+        compared["customerId"] = (body.customer_id, invoice.customer_id)
+    require_same_request(compared)
 
 
 @router.get(

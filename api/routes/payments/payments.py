@@ -27,6 +27,7 @@ from api.deps import (
     require_api_key,
 )
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
+from api.idempotency import require_same_request
 from api.inbound import accept_event
 from api.pagination import newest_first_page, page
 from api.schemas.inbound import InboundAccepted
@@ -124,6 +125,7 @@ async def create(
         row = await asyncio.to_thread(repository.find, engine, payment_id)
         if row is not None:
             existing = await _existing(client, payment_id, row)
+            _require_same_request(body, existing)
             return _answer_confirmed(existing) if body.confirm else ok(existing)
     request = CreatePayment(
         provider=body.provider,
@@ -142,7 +144,24 @@ async def create(
     payment = Payment.model_validate(
         view_fields(await create_payment(client, settings, payment_id, request))
     )
+    if body.idempotency_key:
+        _require_same_request(body, payment)  # another request may have taken the key first
     return _answer_confirmed(payment) if body.confirm else ok(payment)
+
+
+def _require_same_request(body: PaymentCreate, payment: Payment) -> None:
+    compared: dict[str, tuple[object, object]] = {
+        "provider": (body.provider, payment.provider),
+        "amount": (body.amount, payment.amount),
+        "currency": (body.currency, payment.currency),
+        "userId": (body.user_id, payment.user_id),
+        "description": (body.description, payment.description),
+    }
+    if body.customer_id is not None:
+        compared["customerId"] = (body.customer_id, payment.stripe_customer_id)
+    if body.provider == "stripe":
+        compared["captureMethod"] = (body.capture_method, payment.capture_method)
+    require_same_request(compared)
 
 
 async def _existing(client: Client, payment_id: str, row: Any) -> Payment:
