@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     cloudfront_private_key: SecretStr | None = None
     # SNS topics whose S3 event notifications POST /webhooks/s3 accepts (comma-separated ARNs).
     s3_events_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The S3 sandbox's SNS signing certificate (PEM, or its base64), trusted for loopback
+    # SigningCertURLs outside production with the sandbox in use; `relay dev` sets it.
+    s3_events_sandbox_certificate: str | None = None
     firebase_credentials: str | None = None
     fcm_api_base: str | None = None
     google_api_base: str | None = None
@@ -363,6 +366,11 @@ class Settings(BaseSettings):
         origins = [origin for origin in self.temporal_ui_origins if "*" not in origin]
         if insecure := [_shown(origin) for origin in origins if not _is_https(origin)]:
             problems.append(f"TEMPORAL_UI_ORIGINS has non-https origins ({', '.join(insecure)})")
+        if self.s3_events_sandbox_certificate:
+            problems.append(
+                "S3_EVENTS_SANDBOX_CERTIFICATE is set (it trusts the development S3 sandbox's"
+                " SNS key; unset it)"
+            )
         return problems
 
     def check(self) -> None:

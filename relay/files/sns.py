@@ -13,10 +13,13 @@ with the key of the certificate at `SigningCertURL`:
 - the certificate is fetched only from `https://sns.<region>.amazonaws.com[.cn]/….pem`
   (anyone can host a certificate elsewhere and sign what they like), and cached by URL.
 
-The one exception to that host rule is the sandbox: outside production, with the S3
-sandbox in use (S3_ENDPOINT_URL on loopback and SANDBOX not `off`), a loopback URL is
-accepted too, so the sandbox and the tests can sign as SNS does with a key of their own.
-A production deployment (RELAY_ENV=production) or one against real S3 never accepts it.
+The one exception to that host rule is the S3 sandbox (relay/sandbox/s3.py), which plays
+SNS with a key of its own: S3_EVENTS_SANDBOX_CERTIFICATE pins its certificate, and a
+message whose SigningCertURL is on loopback is verified with that certificate, never with
+one fetched, and only outside production with the sandbox in use (SANDBOX not `off`,
+S3_ENDPOINT_URL on loopback). Such a message's loopback SubscribeURL is confirmed too.
+Production refuses to start with the setting (Settings.production_problems); a deployment
+against real S3, or without the setting, accepts no loopback URL at all.
 
 Every refusal is `RelayError(INVALID_SIGNATURE)` and names no secret (the subscription
 token and the URL carrying it never reach a message or a log).
@@ -33,7 +36,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from functools import lru_cache
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 from cryptography import x509
@@ -139,36 +143,82 @@ def _loopback(host: str) -> bool:
 
 
 def sandbox_in_use(settings: Settings) -> bool:
-    """Outside production, with the S3 sandbox on loopback: loopback SNS URLs are trusted."""
+    """Outside production, with the S3 sandbox on loopback (SANDBOX not `off`)."""
     if settings.is_production or settings.sandbox == "off" or not settings.s3_endpoint_url:
         return False
     host = urlsplit(settings.s3_endpoint_url).hostname
     return host is not None and _loopback(host)
 
 
-def trusted_sns_url(url: str, settings: Settings, *, certificate: bool) -> bool:
-    """An https URL on SNS's own host (`sns.<region>.amazonaws.com[.cn]`), a `.pem` path for
-    a certificate; or, with the sandbox in use, any loopback URL."""
+@lru_cache(maxsize=4)
+def _load_pinned(value: str) -> x509.Certificate:
+    text = value.strip()
+    if not text.startswith("-----BEGIN"):
+        try:
+            text = base64.b64decode(text, validate=True).decode("ascii")
+        except (binascii.Error, ValueError):
+            text = ""
+    try:
+        return x509.load_pem_x509_certificate(text.encode("ascii"))
+    except ValueError:
+        # A configuration mistake, said without the value (it is a certificate, but still).
+        raise _refuse("S3_EVENTS_SANDBOX_CERTIFICATE is not a PEM certificate") from None
+
+
+def sandbox_certificate(settings: Settings) -> x509.Certificate | None:
+    """The S3 sandbox's signing certificate Relay trusts, when it trusts one: the setting
+    is there, outside production, with the sandbox in use."""
+    pinned = settings.s3_events_sandbox_certificate
+    if not pinned or not sandbox_in_use(settings):
+        return None
+    return _load_pinned(pinned)
+
+
+def _parts(url: str) -> SplitResult | None:
+    """`url` split, or None when it is malformed or carries credentials."""
     try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
+        return None
+    return None if parts.username or parts.password else parts
+
+
+def _sandbox_url(url: str, settings: Settings) -> bool:
+    """A loopback http(s) URL, with the sandbox's certificate trusted."""
+    parts = _parts(url)
+    return (
+        parts is not None
+        and parts.scheme in ("http", "https")
+        and _loopback((parts.hostname or "").lower())
+        and sandbox_certificate(settings) is not None
+    )
+
+
+def trusted_sns_url(url: str, settings: Settings, *, certificate: bool) -> bool:
+    """An https URL on SNS's own host (`sns.<region>.amazonaws.com[.cn]`), a `.pem` path for
+    a certificate; or a loopback URL while the sandbox's certificate is trusted."""
+    parts = _parts(url)
+    if parts is None:
         return False
-    if parts.username or parts.password:
-        return False
-    if parts.scheme in ("http", "https") and _loopback(host) and sandbox_in_use(settings):
+    if _sandbox_url(url, settings):
         return True
-    if parts.scheme != "https" or not _SNS_HOST.match(host):
+    if parts.scheme != "https" or not _SNS_HOST.match((parts.hostname or "").lower()):
         return False
     return not certificate or parts.path.endswith(".pem")
 
 
 class CertificateCache:
-    """SNS signing certificates by URL, fetched once each (SNS rotates them by URL)."""
+    """SNS signing certificates by URL, fetched once each (SNS rotates them by URL).
+    `transport` is httpx's (tests hand one answering for SNS's hosts)."""
 
-    def __init__(self, size: int = CERTIFICATE_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        size: int = CERTIFICATE_CACHE_SIZE,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._size = size
+        self._transport = transport
         self._certificates: OrderedDict[str, x509.Certificate] = OrderedDict()
         self._lock = asyncio.Lock()
 
@@ -180,16 +230,20 @@ class CertificateCache:
         async with self._lock:
             certificate = self._certificates.get(url)
             if certificate is None:
-                certificate = await _fetch_certificate(url)
+                certificate = await _fetch_certificate(url, self._transport)
                 self._certificates[url] = certificate
                 while len(self._certificates) > self._size:
                     self._certificates.popitem(last=False)
             return certificate
 
 
-async def _fetch_certificate(url: str) -> x509.Certificate:
+async def _fetch_certificate(
+    url: str, transport: httpx.AsyncBaseTransport | None = None
+) -> x509.Certificate:
     try:
-        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as http:
+        async with httpx.AsyncClient(
+            timeout=FETCH_TIMEOUT, follow_redirects=False, transport=transport
+        ) as http:
             async with http.stream("GET", url) as answer:
                 if answer.status_code != 200:
                     raise _refuse("the SNS signing certificate could not be fetched")
@@ -222,7 +276,10 @@ async def verify(message: SnsMessage, settings: Settings, certificates: Certific
         signature = base64.b64decode(message.fields["Signature"], validate=True)
     except (binascii.Error, ValueError):
         raise _refuse("the SNS signature does not verify") from None
-    certificate = await certificates.get(url)
+    # The sandbox's messages verify with the pinned certificate: a loopback URL is never
+    # fetched (whatever listens there is not trusted, only the key Relay was given).
+    pinned = sandbox_certificate(settings) if _sandbox_url(url, settings) else None
+    certificate = pinned if pinned is not None else await certificates.get(url)
     now = datetime.now(UTC)
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         raise _refuse("the SNS signing certificate is not valid now")
@@ -239,6 +296,10 @@ async def confirm_subscription(message: SnsMessage, settings: Settings) -> None:
     """GET the SubscribeURL of a verified SubscriptionConfirmation (SNS's own host only).
     PROVIDER_ERROR when SNS does not take it (SNS sends the confirmation again)."""
     url = message.subscribe_url
+    # A loopback SubscribeURL only in a message the sandbox's certificate verified.
+    from_sandbox = _sandbox_url(message.fields.get("SigningCertURL", ""), settings)
+    if _sandbox_url(url, settings) and not from_sandbox:
+        raise _refuse("the SubscribeURL is not on an SNS host")
     if not trusted_sns_url(url, settings, certificate=False):
         raise _refuse("the SubscribeURL is not on an SNS host")
     try:

@@ -19,6 +19,25 @@ upload URL used after expiry is refused.
 The bucket is created at start (moto keeps everything in memory: a restarted sandbox
 starts empty) with a CORS rule allowing GET, PUT, POST and HEAD from any origin, so a
 page served anywhere can upload with the presigned POST.
+
+S3 event notifications, as S3 and SNS deliver them (docs/files.md). moto stores a bucket's
+notification configuration but publishes to its own SNS, whose messages no one can verify,
+so the sandbox plays SNS itself (relay.sandbox.sns: `SnsTopics`, and `SnsApi` answering
+SNS's query API for CreateTopic, Subscribe and Unsubscribe, and SNS's SubscribeURL /
+UnsubscribeURL GETs): after a write that S3 reports as `s3:ObjectCreated:Post` (a form upload), `:Put`, `:Copy` or
+`:CompleteMultipartUpload` (path-style requests), each TopicConfiguration of the bucket
+that matches the event and the key's prefix/suffix gets S3's event JSON (eventVersion 2.1:
+bucket, URL-encoded key, size, eTag, a sequencer increasing per process) in an SNS
+Notification signed with the sandbox's key (`relay.sandbox.sns`, SignatureVersion 2), POSTed
+to each of the topic's HTTP(S) subscriptions. A subscription first gets SNS's
+SubscriptionConfirmation, sent again (backing off to every 10 s) until the endpoint GETs
+its SubscribeURL; its notifications wait for that, then go out with three attempts each.
+Started with `--events-url` (`relay dev`: Relay's `/webhooks/s3`), the sandbox makes its
+topic, configures its bucket to notify it of `s3:ObjectCreated:*` under `temp/` (the
+configuration docs/files.md asks of a real bucket) and subscribes that URL; Relay gets the
+topic and the certificate to trust from `environment()` (S3_EVENTS_TOPIC_ARNS,
+S3_EVENTS_SANDBOX_CERTIFICATE). Not modelled: S3's TestEvent on configuration, SNS's
+delivery policies, raw delivery, filter policies, SigV4 checks of the SNS calls.
 """
 
 from __future__ import annotations
@@ -31,17 +50,26 @@ import hashlib
 import hmac
 import io
 import json
+import logging
+import os
 import socket
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote_plus
 from xml.sax.saxutils import escape
 
 from relay.errors import ConfigError
+from relay.sandbox.sns import SANDBOX_ACCOUNT_ID, SigningKey, SnsApi, SnsTopics
 from relay.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # Credentials the sandbox accepts and signs with; like localstripe's test key, they open
 # nothing but this local server.
@@ -52,6 +80,13 @@ SANDBOX_REGION = "us-east-1"
 READY_SECONDS = 30
 # Form fields S3 does not require a policy condition for.
 _UNCHECKED_FIELDS = frozenset({"policy", "x-amz-signature", "file", "awsaccesskeyid", "signature"})
+# The topic `--events-url` subscribes, and the notification the bucket gets for it.
+EVENTS_TOPIC_NAME = "relay-sandbox-s3-events"
+EVENTS_CONFIGURATION_ID = "relay-uploads"
+EVENTS_PREFIX = "temp/"
+# In DATA_DIR: the SNS signing key `relay dev`'s sandbox keeps across restarts, so the
+# certificate Relay was handed (S3_EVENTS_SANDBOX_CERTIFICATE) still holds.
+SNS_KEY_FILE_NAME = "s3-sandbox-sns.pem"
 CORS_RULE: dict[str, Any] = {
     "AllowedMethods": ["GET", "PUT", "POST", "HEAD"],
     "AllowedOrigins": ["*"],
@@ -194,6 +229,9 @@ def _error_document(refused: PolicyRefused) -> bytes:
     ).encode()
 
 
+FORM_KEY = "relay.s3_sandbox.form_key"
+
+
 class PostPolicyCheck:
     """WSGI middleware: a multipart form POST to a bucket passes to moto only when its
     policy holds (`check_post_policy`); every other request goes straight through."""
@@ -231,7 +269,155 @@ class PostPolicyCheck:
             )
             return [document]
         environ["wsgi.input"] = io.BytesIO(body)
+        # The object's key, for its ObjectCreated:Post notification (`S3EventNotifications`).
+        key = fields.get("key", "")
+        filename = upload.filename if upload is not None and upload.filename else ""
+        environ[FORM_KEY] = key.replace("${filename}", filename)
         return self.app(environ, start_response)
+
+
+# --- S3 event notifications through SNS ---------------------------------------------------
+
+
+def s3_event_record(
+    bucket: str,
+    key: str,
+    *,
+    event_name: str = "ObjectCreated:Post",
+    size: int = 0,
+    etag: str = "",
+    sequencer: str = "",
+    region: str = SANDBOX_REGION,
+    configuration_id: str = EVENTS_CONFIGURATION_ID,
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """One record of S3's event notification (event structure 2.1), the key URL-encoded
+    as S3 encodes it (`red flower.jpg` → `red+flower.jpg`, slashes kept)."""
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": region,
+        "eventTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "eventName": event_name,
+        "userIdentity": {"principalId": f"AWS:{SANDBOX_ACCOUNT_ID}"},
+        "requestParameters": {"sourceIPAddress": source_ip},
+        "responseElements": {
+            "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
+            "x-amz-id-2": base64.b64encode(os.urandom(32)).decode("ascii"),
+        },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": configuration_id,
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": {"principalId": SANDBOX_ACCOUNT_ID},
+                "arn": f"arn:aws:s3:::{bucket}",
+            },
+            "object": {
+                "key": quote_plus(key, safe="/"),
+                "size": size,
+                "eTag": etag,
+                "sequencer": sequencer or uuid.uuid4().hex[:18].upper(),
+            },
+        },
+    }
+
+
+class _Sequencer:
+    """S3's `sequencer`: hex, greater for each later event (per process, here)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns())
+            return f"{self._last:018X}"
+
+
+def _created_event(environ: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(event name, bucket, key) when this request creates an object, as S3 names the
+    event; None otherwise (path-style addressing)."""
+    method = environ.get("REQUEST_METHOD")
+    # WSGI hands the decoded path as latin-1; S3 keys are UTF-8.
+    raw = (environ.get("PATH_INFO") or "/").lstrip("/")
+    path = raw.encode("latin-1", "replace").decode("utf-8", "replace")
+    bucket, _, key = path.partition("/")
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    if method == "POST" and not key and environ.get(FORM_KEY):
+        return "ObjectCreated:Post", bucket, str(environ[FORM_KEY])
+    if not bucket or not key:
+        return None
+    if method == "POST" and set(query) == {"uploadId"}:
+        return "ObjectCreated:CompleteMultipartUpload", bucket, key
+    # Other queries (`?tagging`, `?acl`, a part's `?partNumber`) write no object.
+    if method == "PUT" and not set(query) - {"x-id"}:
+        copy = "HTTP_X_AMZ_COPY_SOURCE" in environ
+        return ("ObjectCreated:Copy" if copy else "ObjectCreated:Put"), bucket, key
+    return None
+
+
+class S3EventNotifications:
+    """WSGI middleware in front of moto: after a write S3 would notify of (`_created_event`,
+    a 2xx answer), each TopicConfiguration of the bucket that matches publishes S3's event
+    to the sandbox's SNS topic (moto keeps the configuration; its own SNS never delivers
+    here: the sandbox's topics are not moto's)."""
+
+    def __init__(self, app: Callable[..., Any], topics: SnsTopics) -> None:
+        self.app = app
+        self.topics = topics
+        self._sequencer = _Sequencer()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        created = _created_event(environ)
+        if created is None:
+            return self.app(environ, start_response)
+        status: list[int] = []
+
+        def capture(line: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(int(line.split()[0]))
+            return start_response(line, headers, exc_info)
+
+        answer = self.app(environ, capture)
+        try:
+            body = list(answer)
+        finally:
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+        if status and 200 <= status[0] < 300:
+            try:
+                self.notify(*created, source_ip=environ.get("REMOTE_ADDR", "127.0.0.1"))
+            except Exception:
+                # Asynchronous in S3 too: a notification going wrong never fails the write.
+                logger.exception("s3 sandbox: an event notification failed")
+        return body
+
+    def notify(self, event_name: str, bucket_name: str, key: str, *, source_ip: str) -> None:
+        from moto.s3.models import s3_backends
+
+        bucket = s3_backends[SANDBOX_ACCOUNT_ID]["global"].buckets.get(bucket_name)
+        configuration = getattr(bucket, "notification_configuration", None)
+        if bucket is None or configuration is None:
+            return
+        stored = bucket.keys.get(key)
+        for notification in configuration.topic:
+            if not notification.matches(f"s3:{event_name}", key):
+                continue
+            record = s3_event_record(
+                bucket_name,
+                key,
+                event_name=event_name,
+                size=int(getattr(stored, "size", 0) or 0),
+                etag=str(getattr(stored, "etag", "")).strip('"'),
+                sequencer=self._sequencer.next(),
+                region=self.topics.region,
+                configuration_id=notification.id,
+                source_ip=source_ip,
+            )
+            message = json.dumps({"Records": [record]})
+            self.topics.publish(notification.arn, message, "Amazon S3 Notification")
 
 
 # --- the sandbox -----------------------------------------------------------------------------
@@ -241,7 +427,11 @@ class PostPolicyCheck:
 class S3Sandbox:
     """One S3 sandbox server: its command, the settings that point Relay at it, its
     bucket's creation, and a way to run it in this process (tests; `port=0` binds a free
-    port)."""
+    port). With `events_url`, it notifies that URL of uploads under `temp/` through SNS.
+
+    Its SNS signing key is kept in `key_file` (`relay dev`: DATA_DIR) and never on a
+    command line; without one it is made in memory and `command()` writes it to a private
+    temporary file. Copies (`dataclasses.replace`) share the key once it exists."""
 
     port: int = field(default_factory=_free_port)
     bucket: str = SANDBOX_BUCKET
@@ -249,29 +439,61 @@ class S3Sandbox:
     access_key_id: str = SANDBOX_ACCESS_KEY_ID
     secret_access_key: str = SANDBOX_SECRET_ACCESS_KEY
     host: str = "127.0.0.1"
+    events_url: str | None = None
+    key_file: Path | None = None
+    sns_key: SigningKey | None = field(default=None, repr=False)
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def signing_key(self) -> SigningKey:
+        """The key the sandbox's SNS signs with (made, or read from `key_file`, once)."""
+        if self.sns_key is None:
+            if self.key_file is not None:
+                self.sns_key = SigningKey.load_or_create(self.key_file)
+            else:
+                self.sns_key = SigningKey.generate()
+        return self.sns_key
+
+    def topic_arn(self, name: str = EVENTS_TOPIC_NAME) -> str:
+        return f"arn:aws:sns:{self.region}:{SANDBOX_ACCOUNT_ID}:{name}"
+
     def command(self) -> list[str]:
-        """The command line (the default secret is not repeated on it)."""
+        """The command line (the default secret is not repeated on it, the key never is).
+        The key exists (kept in `key_file`) before the process starts, so the process and
+        `environment()` agree on it."""
+        key = self.signing_key
+        if self.key_file is None:
+            descriptor, name = tempfile.mkstemp(prefix="relay-s3-sns-", suffix=".pem")
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(key.file_contents())
+            self.key_file = Path(name)
         command = [sys.executable, "-m", "relay.sandbox.s3", "--port", str(self.port)]
         command += ["--host", self.host, "--bucket", self.bucket, "--region", self.region]
         command += ["--access-key-id", self.access_key_id]
+        command += ["--sns-key-file", str(self.key_file)]
         if self.secret_access_key != SANDBOX_SECRET_ACCESS_KEY:
             command += ["--secret-access-key", self.secret_access_key]
+        if self.events_url is not None:
+            command += ["--events-url", self.events_url]
         return command
 
     def environment(self) -> dict[str, str]:
-        """The settings (as environment variables) that point Relay's S3 code here."""
-        return {
+        """The settings (as environment variables) that point Relay's S3 code here; with
+        `events_url`, the topic Relay accepts and the one certificate it trusts for it."""
+        environment = {
             "S3_BUCKET": self.bucket,
             "S3_ENDPOINT_URL": self.endpoint_url,
             "AWS_REGION": self.region,
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
         }
+        if self.events_url is not None:
+            environment["S3_EVENTS_TOPIC_ARNS"] = self.topic_arn()
+            environment["S3_EVENTS_SANDBOX_CERTIFICATE"] = self.signing_key.certificate_pem
+        return environment
 
     def ready(self) -> bool:
         with socket.socket() as sock:
@@ -289,13 +511,14 @@ class S3Sandbox:
                 )
             time.sleep(0.1)
 
-    def client(self) -> Any:
-        """A boto3 S3 client for this server (path-style, the sandbox's credentials)."""
+    def client(self, service: str = "s3") -> Any:
+        """A boto3 client for this server (S3 path-style, or `sns`; the sandbox's
+        credentials)."""
         import boto3
         from botocore.config import Config
 
         return boto3.client(
-            "s3",
+            service,  # type: ignore[call-overload]
             endpoint_url=self.endpoint_url,
             region_name=self.region,
             aws_access_key_id=self.access_key_id,
@@ -323,12 +546,43 @@ class S3Sandbox:
             s3.create_bucket(Bucket=self.bucket)
         s3.put_bucket_cors(Bucket=self.bucket, CORSConfiguration={"CORSRules": [CORS_RULE]})
 
-    def app(self) -> Any:
-        """moto's S3 WSGI app behind the POST-policy check."""
+    def subscribe_events(
+        self, endpoint: str, topic_name: str = EVENTS_TOPIC_NAME, prefix: str = EVENTS_PREFIX
+    ) -> tuple[str, str]:
+        """As one sets it up on AWS, through the APIs: a topic, the bucket's notification of
+        `s3:ObjectCreated:*` under `prefix` to it, and `endpoint` subscribed (SNS sends it
+        the SubscriptionConfirmation). The topic's and the subscription's ARNs."""
+        sns = self.client("sns")
+        topic = sns.create_topic(Name=topic_name)["TopicArn"]
+        self.client().put_bucket_notification_configuration(
+            Bucket=self.bucket,
+            NotificationConfiguration={
+                "TopicConfigurations": [
+                    {
+                        "Id": EVENTS_CONFIGURATION_ID,
+                        "TopicArn": topic,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+                    }
+                ]
+            },
+        )
+        protocol = endpoint.split("://", 1)[0]
+        subscription = sns.subscribe(
+            TopicArn=topic, Protocol=protocol, Endpoint=endpoint, ReturnSubscriptionArn=True
+        )["SubscriptionArn"]
+        return topic, subscription
+
+    def app(self, topics: SnsTopics | None = None) -> Any:
+        """moto's S3 WSGI app behind the POST-policy check, the event notifications and
+        (with `topics`) the sandbox's SNS."""
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        moto_app = DomainDispatcherApplication(create_backend_app)
-        return PostPolicyCheck(moto_app, {self.access_key_id: self.secret_access_key})
+        moto_app: Any = DomainDispatcherApplication(create_backend_app)
+        if topics is not None:
+            moto_app = S3EventNotifications(moto_app, topics)
+        app: Any = PostPolicyCheck(moto_app, {self.access_key_id: self.secret_access_key})
+        return SnsApi(app, topics) if topics is not None else app
 
     def run_in_thread(self) -> S3Server:
         """Serve in a thread of this process, bucket created; stop with `.stop()` or `with`."""
@@ -346,20 +600,29 @@ class S3Server:
                 pass  # every request would go to stderr; the tests and /sandbox show them
 
         self.sandbox = sandbox
+        self.topics = SnsTopics(sandbox.signing_key, sandbox.region)
         self._server = make_server(
-            sandbox.host, sandbox.port, sandbox.app(), threaded=True, request_handler=QuietHandler
+            sandbox.host,
+            sandbox.port,
+            sandbox.app(self.topics),
+            threaded=True,
+            request_handler=QuietHandler,
         )
         sandbox.port = int(self._server.server_address[1])
+        self.topics.base = sandbox.endpoint_url
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> S3Server:
         self._thread.start()
         self.sandbox.ensure_bucket()
+        if self.sandbox.events_url is not None:
+            self.sandbox.subscribe_events(self.sandbox.events_url)
         return self
 
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=10)
+        self.topics.close()
 
     def __enter__(self) -> S3Server:
         return self
@@ -369,14 +632,21 @@ class S3Server:
 
 
 def plan(settings: Settings) -> S3Sandbox | None:
-    """The sandbox `relay dev` runs for these settings, or None (a real bucket, or none)."""
-    return S3Sandbox() if wanted(settings) else None
+    """The sandbox `relay dev` runs for these settings, or None (a real bucket, or none).
+    It notifies Relay's `/webhooks/s3` of uploads, signing with a key kept in DATA_DIR."""
+    if not wanted(settings):
+        return None
+    return S3Sandbox(
+        events_url=f"http://127.0.0.1:{settings.api_port}/webhooks/s3",
+        key_file=settings.data_dir / SNS_KEY_FILE_NAME,
+    )
 
 
 def describe(settings: Settings, sandbox: S3Sandbox | None) -> str:
     """The banner's line for S3."""
     if sandbox is not None:
-        return f"sandboxed (moto S3 at {sandbox.endpoint_url}, bucket {sandbox.bucket})"
+        events = ", upload events to /webhooks/s3" if sandbox.events_url else ""
+        return f"sandboxed (moto S3 at {sandbox.endpoint_url}, bucket {sandbox.bucket}{events})"
     if settings.s3_bucket is not None:
         where = settings.s3_endpoint_url or f"AWS {settings.aws_region or 'default region'}"
         return f"real (bucket {settings.s3_bucket} at {where})"
@@ -393,6 +663,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--region", default=SANDBOX_REGION)
     parser.add_argument("--access-key-id", default=SANDBOX_ACCESS_KEY_ID)
     parser.add_argument("--secret-access-key", default=SANDBOX_SECRET_ACCESS_KEY)
+    parser.add_argument("--sns-key-file", type=Path, help="the SNS signing key and certificate")
+    parser.add_argument("--events-url", help="subscribe this URL to the bucket's upload events")
     args = parser.parse_args(argv)
     sandbox = S3Sandbox(
         port=args.port,
@@ -401,6 +673,8 @@ def main(argv: list[str] | None = None) -> None:
         region=args.region,
         access_key_id=args.access_key_id,
         secret_access_key=args.secret_access_key,
+        events_url=args.events_url,
+        key_file=args.sns_key_file,
     )
     server = sandbox.run_in_thread()
     print(f"S3 sandbox (moto) at {sandbox.endpoint_url}, bucket {sandbox.bucket}", flush=True)

@@ -1,5 +1,5 @@
 """End to end: S3 event notifications through SNS (`POST /webhooks/s3`, signed here as SNS
-signs them, the certificate on loopback) → the inbound inbox → the file's workflow, which
+signs them, the certificate pinned as the S3 sandbox's) → the inbound inbox → the file's workflow, which
 HEADs the upload and processes it as `complete` does; stray events end at once."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from relay.temporal import data_converter
 from tests.conftest import Stack, eventually
 from tests.files import samples
 from tests.files.conftest import bucket_keys, post_form, start_upload, wait_processed
-from tests.files.sns_signer import SnsSigner, s3_record
+from tests.files.sns_signer import LoopbackSns, s3_record
 from workflows.files import FileWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -39,14 +39,14 @@ inbox = InboundEvent.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def files_overrides() -> dict[str, object]:
-    return {"s3_events_topic_arns": TOPIC}
+def signer() -> Iterator[LoopbackSns]:
+    with LoopbackSns() as running:
+        yield running
 
 
 @pytest.fixture
-def signer() -> Iterator[SnsSigner]:
-    with SnsSigner() as running:
-        yield running
+def files_overrides(signer: LoopbackSns) -> dict[str, object]:
+    return {"s3_events_topic_arns": TOPIC, "s3_events_sandbox_certificate": signer.pem}
 
 
 async def post_sns(stack: Stack, message: dict[str, str]) -> httpx.Response:
@@ -97,7 +97,7 @@ async def file_status(stack: Stack, file_id: str) -> str:
 
 
 async def test_an_s3_event_processes_the_upload_once(
-    files_stack: Stack, s3: S3Sandbox, signer: SnsSigner
+    files_stack: Stack, s3: S3Sandbox, signer: LoopbackSns
 ) -> None:
     data = samples.jpeg_with_exif(320, 240, orientation=1, gps=False)
     upload = await created_upload(files_stack, data)
@@ -138,7 +138,7 @@ async def test_an_s3_event_processes_the_upload_once(
 
 
 async def test_an_event_before_the_upload_is_there_does_nothing(
-    files_stack: Stack, s3: S3Sandbox, signer: SnsSigner
+    files_stack: Stack, s3: S3Sandbox, signer: LoopbackSns
 ) -> None:
     data = samples.jpeg_with_exif(200, 100, orientation=1, gps=False)
     upload = await created_upload(files_stack, data)
@@ -187,7 +187,7 @@ async def test_an_event_before_the_upload_is_there_does_nothing(
 
 
 async def test_records_no_file_takes_are_recorded_as_ignored(
-    files_stack: Stack, s3: S3Sandbox, signer: SnsSigner
+    files_stack: Stack, s3: S3Sandbox, signer: LoopbackSns
 ) -> None:
     data = samples.jpeg_with_exif(64, 64, orientation=1, gps=False)
     upload = await created_upload(files_stack, data)
@@ -219,7 +219,7 @@ async def test_records_no_file_takes_are_recorded_as_ignored(
 
 
 async def test_a_bad_signature_or_topic_is_refused_and_records_nothing(
-    files_stack: Stack, s3: S3Sandbox, signer: SnsSigner
+    files_stack: Stack, s3: S3Sandbox, signer: LoopbackSns
 ) -> None:
     record = s3_record(s3.bucket, "temp/file_1/a.jpg")
     message = signer.notification(TOPIC, [record])
@@ -232,12 +232,12 @@ async def test_a_bad_signature_or_topic_is_refused_and_records_nothing(
     assert s3_rows(files_stack) == []
 
 
-async def test_a_subscription_is_confirmed(files_stack: Stack, signer: SnsSigner) -> None:
+async def test_a_subscription_is_confirmed(files_stack: Stack, signer: LoopbackSns) -> None:
     token = uuid.uuid4().hex
     answer = await post_sns(files_stack, signer.confirmation(TOPIC, token))
     assert answer.status_code == 200, answer.text
     assert answer.json()["data"]["confirmed"] is True
-    assert signer.confirmations == [f"/?Action=ConfirmSubscription&Token={token}"]
+    assert signer.confirmations == [f"/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token={token}"]
     assert s3_rows(files_stack) == []
 
     # A confirmation for a topic not allowed is not confirmed.
@@ -260,7 +260,7 @@ async def test_a_subscription_is_confirmed(files_stack: Stack, signer: SnsSigner
 
 
 async def test_a_run_started_by_a_stray_event_ends_at_once(
-    files_stack: Stack, s3: S3Sandbox, signer: SnsSigner
+    files_stack: Stack, s3: S3Sandbox, signer: LoopbackSns
 ) -> None:
     """The inbox forwards by signal-with-start: an event whose file ended between being
     recorded and being forwarded starts a new run, which must neither process nor write."""

@@ -31,6 +31,9 @@ def test_relay_dev_plans_the_sandbox_only_for_development_without_a_bucket(
         "AWS_REGION",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
+        # Its upload events: the topic Relay accepts, the certificate it pins.
+        "S3_EVENTS_TOPIC_ARNS",
+        "S3_EVENTS_SANDBOX_CERTIFICATE",
     }
     assert "moto S3" in s3_sandbox.describe(development, sandbox)
     assert sandbox.command()[1:3] == ["-m", "relay.sandbox.s3"]
