@@ -50,6 +50,7 @@ from relay.oauth.flow import code_context, verifier_context
 from relay.oauth.protocol import (
     TokenRequest,
     TokenResponse,
+    access_token_request,
     account_name,
     exchange_grant,
     parse_token_response,
@@ -58,7 +59,7 @@ from relay.oauth.protocol import (
     revocation_request,
     token_request,
 )
-from relay.oauth.tokens import TokenStore
+from relay.oauth.tokens import Tokens, TokenStore
 from relay.provider_errors import translate
 from relay.settings import Settings
 from relay.worker_context import WorkerContext
@@ -115,6 +116,7 @@ class OAuthActivities:
         return [
             self.load_integration,
             self.exchange_oauth_code,
+            self.exchange_long_lived_token,
             self.fetch_oauth_account_name,
             self.refresh_oauth_tokens,
             self.revoke_oauth_tokens,
@@ -157,6 +159,10 @@ class OAuthActivities:
 
     async def _post(self, provider: str, request: TokenRequest) -> httpx.Response:
         try:
+            if request.query is not None:
+                return await self._http.get(
+                    request.url, headers=request.headers, params=request.query
+                )
             return await self._http.post(
                 request.url, headers=request.headers, data=request.form, json=request.json
             )
@@ -207,6 +213,7 @@ class OAuthActivities:
                 repository.stored_info, self._engine, integration_id, entry
             )
             stored.confirmation_required = state.require_confirmation
+            stored.long_lived_exchange = entry.exchange is not None
             return stored
         if state.provider_error or not state.code:
             raise ApplicationError(
@@ -247,6 +254,7 @@ class OAuthActivities:
         )
         info = self._info(entry, parsed, base, parsed.refresh_token)
         info.confirmation_required = state.require_confirmation
+        info.long_lived_exchange = entry.exchange is not None
         if not info.scope:
             info.scope = list(state.scopes)
         await asyncio.to_thread(
@@ -258,6 +266,64 @@ class OAuthActivities:
             parsed,
             info,
             started,
+        )
+        return info
+
+    @activity.defn
+    async def exchange_long_lived_token(self, ref: IntegrationRef) -> TokenInfo:
+        """The catalog's `exchange`: trade the code's short-lived token (stored by
+        exchange_oauth_code) for a long-lived one, stored in its place. Every refusal is
+        OAUTH_FAILED: the workflow then wipes the short-lived token and ends the connection."""
+        integration_id = uuid.UUID(ref.integration_id)
+        integration = await self._integration(integration_id)
+        entry = self._entry(integration.provider)
+        if entry.exchange is None:
+            return await asyncio.to_thread(
+                repository.stored_info, self._engine, integration_id, entry
+            )
+        tokens = await asyncio.to_thread(self._tokens.read, integration_id)
+        if tokens is None:
+            raise ApplicationError(
+                f"no {entry.key} token to exchange for a long-lived one",
+                type=ErrorCode.OAUTH_FAILED.value,
+                non_retryable=True,
+            )
+        client_id, client_secret = self._client(entry)
+        request = access_token_request(
+            entry.exchange,
+            entry,
+            client_id=client_id,
+            client_secret=client_secret,
+            access_token=tokens.access_token,
+            connection_config=integration.connection_config,
+        )
+        started = utcnow()
+        base = self._scheduled_time()
+        parsed = await self._token_call(
+            entry,
+            request,
+            integration_id,
+            SyncAction.TOKEN_EXCHANGE,
+            started,
+            operation="long-lived token exchange",
+            grant_code=ErrorCode.OAUTH_FAILED,
+            other_code=ErrorCode.OAUTH_FAILED,
+            meta={"grantType": entry.exchange.grant_type},
+        )
+        info = self._info(entry, parsed, base, None)
+        info.has_refresh_token = entry.refreshes_access_token
+        await asyncio.to_thread(
+            repository.store_refresh,
+            self._engine,
+            self._keyring,
+            integration_id,
+            tokens.version,
+            parsed,
+            None,
+            info,
+            started,
+            "long_lived_exchange",
+            tokens.extras,
         )
         return info
 
@@ -366,6 +432,8 @@ class OAuthActivities:
         integration = await self._integration(integration_id)
         entry = self._entry(integration.provider)
         tokens = await asyncio.to_thread(self._tokens.read, integration_id)
+        if entry.refresh is not None and tokens is not None:
+            return await self._refresh_access_token(entry, integration, tokens, params)
         if tokens is None or not tokens.refresh_token:
             raise ApplicationError(
                 f"{entry.key} issued no refresh token for this integration",
@@ -405,6 +473,67 @@ class OAuthActivities:
             tokens.version,
             parsed,
             keep,
+            info,
+            started,
+            params.reason,
+            tokens.extras,
+        )
+        return info
+
+    async def _refresh_access_token(
+        self,
+        entry: ProviderEntry,
+        integration: Integration,
+        tokens: Tokens,
+        params: RefreshTokensInput,
+    ) -> TokenInfo:
+        """The catalog's `refresh` (Instagram's ig_refresh_token): the access token buys
+        its own successor. A token younger than `min_token_age` is kept as it is, since
+        the provider would refuse it (and a refusal would read as a dead grant)."""
+        assert entry.refresh is not None
+        integration_id = integration.id
+        base = self._scheduled_time()
+        if (
+            entry.refresh.min_token_age
+            and params.issued_at is not None
+            and base - params.issued_at < timedelta(seconds=entry.refresh.min_token_age)
+        ):
+            kept = await asyncio.to_thread(
+                repository.stored_info, self._engine, integration_id, entry
+            )
+            kept.refreshed = False
+            return kept
+        client_id, client_secret = self._client(entry)
+        request = access_token_request(
+            entry.refresh,
+            entry,
+            client_id=client_id,
+            client_secret=client_secret,
+            access_token=tokens.access_token,
+            connection_config=integration.connection_config,
+        )
+        started = utcnow()
+        parsed = await self._token_call(
+            entry,
+            request,
+            integration_id,
+            SyncAction.TOKEN_REFRESH,
+            started,
+            operation="token refresh",
+            grant_code=ErrorCode.REFRESH_FAILED,
+            other_code=ErrorCode.PROVIDER_ERROR,
+            meta={"reason": params.reason, "grantType": entry.refresh.grant_type},
+        )
+        info = self._info(entry, parsed, base, None)
+        info.has_refresh_token = True
+        await asyncio.to_thread(
+            repository.store_refresh,
+            self._engine,
+            self._keyring,
+            integration_id,
+            tokens.version,
+            parsed,
+            None,
             info,
             started,
             params.reason,

@@ -107,6 +107,9 @@ REVOKE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 # The confirmation branch; histories recorded before it existed never take it (their
 # exchange results carry no confirmation_required), the marker says so explicitly.
 CONFIRMATION_PATCH = "oauth-confirmation"
+# The long-lived token exchange after the code exchange (the catalog's `exchange`):
+# histories recorded before it never asked for one (long_lived_exchange absent).
+LONG_LIVED_PATCH = "oauth-long-lived-exchange"
 
 
 def _failure(err: ActivityError) -> tuple[str, str]:
@@ -289,8 +292,10 @@ class IntegrationWorkflow:
                 return
             self._state.retry_at = None
             if not self._state.has_refresh_token:
+                # Facebook's long-lived tokens end here too: they cannot be refreshed.
                 await self._needs_reauth(
-                    "the access token expired and the provider issued no refresh token"
+                    f"the access token expired and {self._state.provider} issued no "
+                    "refresh token: reconnect the account"
                 )
                 return
             due_by_expiry = self._due_at()
@@ -326,6 +331,12 @@ class IntegrationWorkflow:
                 f"integration-{integration_id}:authorization",
             )
             return
+        if info.long_lived_exchange and workflow.patched(LONG_LIVED_PATCH):
+            long_lived = await self._exchange_long_lived()
+            if long_lived is None:
+                return
+            long_lived.confirmation_required = info.confirmation_required
+            info = long_lived
         self._apply(info)
         try:
             await workflow.execute_activity_method(
@@ -349,6 +360,37 @@ class IntegrationWorkflow:
             self._state.last_error = None
             return
         await self._connected()
+
+    async def _exchange_long_lived(self) -> TokenInfo | None:
+        """Trade the code's short-lived token for a long-lived one; None when refused (the
+        short-lived token is wiped and the connection ends DISCONNECTED with the reason)."""
+        integration_id = self._state.integration_id
+        try:
+            return await workflow.execute_activity_method(
+                OAuthActivities.exchange_long_lived_token,
+                IntegrationRef(integration_id),
+                start_to_close_timeout=PROVIDER_TIMEOUT,
+                retry_policy=EXCHANGE_RETRY,
+            )
+        except ActivityError as err:
+            _, message = _failure(err)
+        await workflow.execute_activity_method(
+            OAuthActivities.wipe_integration_credentials,
+            DisconnectInput(
+                integration_id,
+                reason="long_lived_exchange_failed",
+                event_key=f"integration-{integration_id}:authorization",
+                last_error=message,
+                event=EVENT_ERROR,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._state.status = IntegrationStatus.DISCONNECTED
+        self._state.last_error = message
+        self._state.expires_at = None
+        self._state.has_refresh_token = False
+        return None
 
     async def _connected(self) -> None:
         integration_id = self._state.integration_id
@@ -422,7 +464,9 @@ class IntegrationWorkflow:
         try:
             info = await workflow.execute_activity_method(
                 OAuthActivities.refresh_oauth_tokens,
-                RefreshTokensInput(self._state.integration_id, reason),
+                RefreshTokensInput(
+                    self._state.integration_id, reason, issued_at=self._state.last_refreshed_at
+                ),
                 start_to_close_timeout=PROVIDER_TIMEOUT,
                 retry_policy=retry,
             )
@@ -443,6 +487,9 @@ class IntegrationWorkflow:
                     f"integration-{self._state.integration_id}:error:{workflow.uuid4()}",
                 )
             raise ApplicationError(message, {"status": self._state.status}, type=code) from None
+        if not info.refreshed:
+            # The provider would refuse this token yet (Instagram's 24 hours): kept as is.
+            return self._refresh_outcome(refreshed=False)
         self._apply(info)
         self._state.refresh_count += 1
         self._wake = True

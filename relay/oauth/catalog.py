@@ -47,6 +47,24 @@ SECRET_WORDS = ("token", "secret", "password", "code", "verifier", "assertion")
 URL_FIELDS = ("authorization_url", "token_url", "refresh_url", "revoke_url", "userinfo_url")
 
 
+class AccessTokenGrant(BaseModel):
+    """A GET that trades the current access token for another, for providers whose tokens
+    come without a refresh token: `exchange` (at connect, short-lived → long-lived:
+    Instagram's ig_exchange_token, Facebook's fb_exchange_token) and `refresh` (before
+    expiry, long-lived → a new long-lived one: Instagram's ig_refresh_token)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    grant_type: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # The query parameter carrying the current access token (Facebook: fb_exchange_token).
+    token_param: str = Field(default="access_token", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # noqa: S105
+    send_client_id: bool = False
+    send_client_secret: bool = False
+    # The provider refuses to refresh a younger token (Instagram: 24 hours).
+    min_token_age: int = Field(default=0, ge=0, le=31_536_000)
+
+
 class ProviderEntry(BaseModel):
     """One provider. Field names are the catalog's YAML keys (see docs/oauth.md)."""
 
@@ -80,6 +98,10 @@ class ProviderEntry(BaseModel):
     # (dotted paths: `team.name`); the whole response besides the tokens is sealed with
     # them and served by GET …/credentials. Nothing is in the clear unless listed here.
     public_extras: list[str] = Field(default_factory=list)
+    # Providers without refresh tokens (Instagram, Facebook): trade the code's short-lived
+    # token for a long-lived one at connect, and refresh with the access token itself.
+    exchange: AccessTokenGrant | None = None
+    refresh: AccessTokenGrant | None = None
 
     @field_validator("key")
     @classmethod
@@ -147,6 +169,12 @@ class ProviderEntry(BaseModel):
             if url is None:
                 continue
             _check_url(name, url, declared)
+        for name in ("exchange", "refresh"):
+            grant = getattr(self, name)
+            if grant is not None:
+                _check_url(f"{name}.url", grant.url, declared)
+        if self.refresh is not None and self.refresh_url is not None:
+            raise ValueError("refresh: a provider refreshes with refresh_url or refresh, not both")
         for name in ("authorization_params", "token_params"):
             for param, text in getattr(self, name).items():
                 _check_placeholders(f"{name}.{param}", text, declared)
@@ -157,6 +185,11 @@ class ProviderEntry(BaseModel):
         return self
 
     # --- use --------------------------------------------------------------------------
+
+    @property
+    def refreshes_access_token(self) -> bool:
+        """Refreshed with the access token itself (`refresh`), not a refresh token."""
+        return self.refresh is not None
 
     @property
     def refresh_endpoint(self) -> str:

@@ -163,6 +163,9 @@ class ExchangeCodeInput:
 class RefreshTokensInput:
     integration_id: str
     reason: str = "scheduled"
+    # When the current token was issued (the workflow's last refresh): a provider that
+    # refuses to refresh young tokens (Instagram, 24 hours) is not asked before then.
+    issued_at: datetime | None = None
 
 
 @dataclass
@@ -177,6 +180,11 @@ class TokenInfo:
     # The exchange's authorization asked for requireConfirmation: PENDING_CONFIRMATION
     # until the application confirms. Absent (False) in histories recorded before.
     confirmation_required: bool = False
+    # The catalog's `exchange`: the workflow trades the stored short-lived token for a
+    # long-lived one (exchange_long_lived_token) before the connection counts.
+    long_lived_exchange: bool = False
+    # False: a refresh that left the token as it is (too young for the provider to refresh).
+    refreshed: bool = True
 
 
 @dataclass

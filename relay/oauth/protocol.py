@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, quote
 from temporalio.exceptions import ApplicationError
 
 from relay.errors import ErrorCode
-from relay.oauth.catalog import SECRET_WORDS, ProviderEntry
+from relay.oauth.catalog import SECRET_WORDS, AccessTokenGrant, ProviderEntry
 from relay.provider_errors import error_for_status, is_transient_status
 
 TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
@@ -60,13 +60,15 @@ _STANDARD_FIELDS = frozenset(
 
 @dataclass(frozen=True)
 class TokenRequest:
-    """A prepared POST; its repr shows the URL only."""
+    """A prepared POST (or, with `query`, a GET); its repr shows the URL only."""
 
     url: str
     headers: dict[str, str] = field(repr=False)
     form: dict[str, str] | None = field(default=None, repr=False)
     json: dict[str, str] | None = field(default=None, repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Set for the GETs of `access_token_request`; the URL itself never carries a secret.
+    query: dict[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,31 @@ def exchange_grant(
     if code_verifier is not None:
         grant["code_verifier"] = code_verifier
     return grant
+
+
+def access_token_request(
+    grant: AccessTokenGrant,
+    entry: ProviderEntry,
+    *,
+    client_id: str,
+    client_secret: str,
+    access_token: str,
+    connection_config: Mapping[str, str],
+) -> TokenRequest:
+    """The catalog's `exchange` or `refresh`: a GET with the current access token in the
+    query (how Instagram and Facebook take it), answered like a token endpoint."""
+    query = {"grant_type": grant.grant_type}
+    if grant.send_client_id:
+        query[entry.client_id_param] = client_id
+    if grant.send_client_secret:
+        query[entry.client_secret_param] = client_secret
+    query[grant.token_param] = access_token
+    return TokenRequest(
+        entry.interpolate(grant.url, connection_config),
+        {"Accept": "application/json"},
+        secrets=(client_secret, access_token),
+        query=query,
+    )
 
 
 def refresh_grant(refresh_token: str) -> dict[str, str]:

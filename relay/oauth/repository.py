@@ -252,7 +252,10 @@ def snapshot(
         provider=integration.provider,
         status=IntegrationStatus(integration.status).value,
         expires_at=integration.expires_at,
-        has_refresh_token=bool(credential and credential.refresh_token),
+        # Instagram's long-lived tokens refresh with themselves (the catalog's `refresh`).
+        has_refresh_token=bool(
+            credential and (credential.refresh_token or (entry and entry.refreshes_access_token))
+        ),
         buffer_seconds=entry.token_expiration_buffer if entry else 300,
         connected_at=integration.connected_at,
         last_refreshed_at=integration.last_sync_at,
@@ -284,7 +287,9 @@ def stored_info(engine: Engine, integration_id: uuid.UUID, entry: ProviderEntry)
     assert integration is not None
     return TokenInfo(
         expires_at=integration.expires_at,
-        has_refresh_token=bool(credential and credential.refresh_token),
+        has_refresh_token=bool(
+            credential and (credential.refresh_token or entry.refreshes_access_token)
+        ),
         scope=list(integration.scope or []),
         buffer_seconds=entry.token_expiration_buffer,
     )

@@ -3,11 +3,13 @@ revocation and userinfo endpoints of every provider in Relay's catalog
 (relay/catalog/providers.yaml), since no provider can be reached from here without
 credentials.
 
-`relay dev` can run it (wiring comes later) and the tests run it in a thread
+`relay dev` runs it (`plan`) in development with SANDBOX=auto and no PROVIDERS_FILE, for
+every catalog provider that has no `<KEY>_CLIENT_ID`/`<KEY>_CLIENT_SECRET` of its own (a
+provider with real credentials keeps its real URLs); the tests run it in a thread
 (`OAuthProvidersSandbox(port=0).run_in_thread()`). Relay points its catalog at it with a
 PROVIDERS_FILE overlay that `environment()` writes (the catalog has no per-provider base
 URL setting; PROVIDERS_FILE is how its URLs are overridden), plus `<KEY>_CLIENT_ID` and
-`<KEY>_CLIENT_SECRET` for every provider.
+`<KEY>_CLIENT_SECRET` for each provider it stands in for. Never outside development.
 
 Routes, one prefix per catalog key (`/google_calendar/…`, `/twitter/…`):
 
@@ -41,9 +43,11 @@ refresh token is issued (Google only with access_type=offline, X only with offli
 never for LinkedIn, Facebook, Instagram, Shopify, Slack, GitHub, Mailchimp) and whether
 refreshing rotates it (X, Zoom, TikTok, Discord rotate: the old refresh token then answers
 invalid_grant; Google, HubSpot, Salesforce keep it). Facebook's and Instagram's code
-exchanges give short-lived user tokens (about an hour; Instagram's answer has no
-expires_in, as Instagram's has none); `fb_exchange_token` and `ig_exchange_token` give
-long-lived ones (5183944 s, about 60 days). Slack and GitHub answer errors with HTTP 200
+exchanges give short-lived user tokens (an hour, `short_lived_seconds`; Instagram's answer
+has no expires_in, as Instagram's has none) and no refresh token; `fb_exchange_token` and
+`ig_exchange_token` give long-lived ones (5183944 s, about 60 days), and `ig_refresh_token`
+a new long-lived one for a token at least `refresh_min_age_seconds` (24 hours) old. The
+overlay points the catalog's `exchange` and `refresh` blocks here too. Slack and GitHub answer errors with HTTP 200
 (`{"ok": false, "error": …}` / `{"error": …}`), TikTok for Business wraps its answer in
 `{code, message, data}`, Salesforce adds instance_url and id, Slack team and bot_user_id,
 TikTok open_id, Instagram user_id.
@@ -109,6 +113,7 @@ from starlette.routing import Route
 
 from relay.oauth.catalog import Catalog, ProviderEntry, load_catalog
 from relay.sandbox.server import AppServer, Delivery, Poster, free_port, port_open, wait_for_port
+from relay.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +140,8 @@ class Behaviour:
     extras: Callable[[str, list[str]], dict[str, Any]] | None = None
     # Scopes granted when none are asked (scopes configured on the app).
     app_scopes: tuple[str, ...] = ()
+    # Meta's short-lived user tokens: their lifetime is the state's `short_lived_seconds`.
+    short_lived: bool = False
 
 
 def _slack(subject: str, scopes: list[str]) -> dict[str, Any]:
@@ -166,7 +173,7 @@ def _discord(subject: str, scopes: list[str]) -> dict[str, Any]:
 
 
 _GOOGLE = Behaviour(expires_in=3599, refresh="offline")
-_META = Behaviour(expires_in=SHORT_LIVED_SECONDS, refresh="never")
+_META = Behaviour(expires_in=SHORT_LIVED_SECONDS, refresh="never", short_lived=True)
 PROVIDERS: dict[str, Behaviour] = {
     "tiktok": Behaviour(
         expires_in=86_400,
@@ -177,6 +184,7 @@ PROVIDERS: dict[str, Behaviour] = {
         expires_in=SHORT_LIVED_SECONDS,
         refresh="never",
         show_expires_in=False,
+        short_lived=True,
         extras=lambda subject, scopes: {"user_id": subject, "permissions": ",".join(scopes)},
     ),
     "facebook": _META,
@@ -308,9 +316,16 @@ class OAuthProvidersState:
         catalog: Catalog,
         client_secret: str = SANDBOX_CLIENT_SECRET,
         clock: Callable[[], float] = time.time,
+        *,
+        short_lived_seconds: int = SHORT_LIVED_SECONDS,
+        refresh_min_age_seconds: int = IG_REFRESH_MIN_AGE_SECONDS,
     ) -> None:
         self.catalog = catalog
         self.clock = clock
+        # Instagram's and Facebook's code tokens, and how old an Instagram long-lived
+        # token must be to be refreshed (tests shorten both).
+        self.short_lived_seconds = short_lived_seconds
+        self.refresh_min_age_seconds = refresh_min_age_seconds
         self._secret = client_secret
         self._codes: dict[str, _Authorization] = {}
         self._tokens: dict[str, IssuedToken] = {}
@@ -498,6 +513,7 @@ class OAuthProvidersState:
     ) -> tuple[dict[str, Any], list[str]]:
         """A token answer; `keep` is a refresh token that stays (no rotation)."""
         behaviour = PROVIDERS.get(entry.key, DEFAULT_BEHAVIOUR)
+        lifetime = self.short_lived_seconds if behaviour.short_lived else behaviour.expires_in
         now = self.clock()
         access = self._record(
             IssuedToken(
@@ -508,12 +524,12 @@ class OAuthProvidersState:
                 subject=subject,
                 scopes=scopes,
                 issued=now,
-                expires=now + behaviour.expires_in if behaviour.expires_in else None,
+                expires=now + lifetime if lifetime else None,
             )
         )
         answer: dict[str, Any] = {"access_token": access.token, "token_type": "Bearer"}
-        if behaviour.expires_in and behaviour.show_expires_in:
-            answer["expires_in"] = behaviour.expires_in
+        if lifetime and behaviour.show_expires_in:
+            answer["expires_in"] = lifetime
         answer["scope"] = entry.scope_string(scopes)
         issued = [access.token]
         refresh_token = keep
@@ -577,7 +593,7 @@ class OAuthProvidersState:
         if refresh:
             if not token.long_lived:
                 raise OAuthError(400, "invalid_grant", "only a long-lived token can be refreshed")
-            if now - token.issued < IG_REFRESH_MIN_AGE_SECONDS:
+            if now - token.issued < self.refresh_min_age_seconds:
                 raise OAuthError(
                     400, "invalid_grant", "a long-lived token can be refreshed once 24 hours old"
                 )
@@ -925,10 +941,15 @@ def create_app(state: OAuthProvidersState) -> Starlette:
 # --- running it ----------------------------------------------------------------------------
 
 
-def overlay(catalog: Catalog, base: str) -> dict[str, dict[str, str]]:
-    """The PROVIDERS_FILE entries that point every catalog provider's URLs at `base`."""
-    fields: dict[str, dict[str, str]] = {}
+def overlay(
+    catalog: Catalog, base: str, only: frozenset[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The PROVIDERS_FILE entries that point every catalog provider's URLs (or those of the
+    providers in `only`) at `base`."""
+    fields: dict[str, dict[str, Any]] = {}
     for entry in catalog:
+        if only is not None and entry.key not in only:
+            continue
         prefix = f"{base.rstrip('/')}/{entry.key}"
         # Shopify's host name carries the shop; here it rides in the query instead.
         shop = "?shop=${connectionConfig.shop}" if "shop" in entry.connection_config else ""
@@ -944,6 +965,17 @@ def overlay(catalog: Catalog, base: str) -> dict[str, dict[str, str]]:
             query = urlsplit(entry.userinfo_url).query
             urls["userinfo_url"] = f"{prefix}/userinfo" + (f"?{query}" if query else "")
         fields[entry.key] = urls
+        # The catalog's long-lived exchange and access-token refresh, whole blocks (the
+        # PROVIDERS_FILE merge replaces a field): Facebook's is its token endpoint,
+        # Instagram's its own paths (/instagram/access_token, …/refresh_access_token).
+        for name in ("exchange", "refresh"):
+            grant = getattr(entry, name)
+            if grant is None:
+                continue
+            url = f"{prefix}/token{shop}"
+            if grant.url != entry.token_url:
+                url = f"{prefix}/{urlsplit(grant.url).path.rstrip('/').rsplit('/', 1)[-1]}"
+            fields[entry.key][name] = {**grant.model_dump(), "url": url}
     return fields
 
 
@@ -959,6 +991,13 @@ class OAuthProvidersSandbox:
     providers_file: Path | None = None
     catalog_file: Path | None = None  # a PROVIDERS_FILE the catalog is read with, if any
     host: str = "127.0.0.1"
+    # The catalog keys it stands in for (None: all); the others keep their real URLs.
+    providers: frozenset[str] | None = None
+    # URLs registered as token sinks each time the server starts (a restart forgets them).
+    token_sinks: tuple[str, ...] = ()
+    # Instagram's and Facebook's short-lived code tokens; Instagram's refresh minimum age.
+    short_lived_seconds: int = SHORT_LIVED_SECONDS
+    refresh_min_age_seconds: int = IG_REFRESH_MIN_AGE_SECONDS
 
     @property
     def api_base(self) -> str:
@@ -975,7 +1014,21 @@ class OAuthProvidersSandbox:
             command += ["--catalog-file", str(self.catalog_file)]
         if self.client_secret != SANDBOX_CLIENT_SECRET:
             command += ["--client-secret", self.client_secret]
+        for url in self.token_sinks:
+            command += ["--token-sink", url]
+        if self.short_lived_seconds != SHORT_LIVED_SECONDS:
+            command += ["--short-lived-seconds", str(self.short_lived_seconds)]
+        if self.refresh_min_age_seconds != IG_REFRESH_MIN_AGE_SECONDS:
+            command += ["--refresh-min-age-seconds", str(self.refresh_min_age_seconds)]
         return command
+
+    def stands_in_for(self) -> list[str]:
+        """The catalog keys this sandbox plays, sorted."""
+        return sorted(
+            entry.key
+            for entry in self.catalog()
+            if self.providers is None or entry.key in self.providers
+        )
 
     def write_providers_file(self) -> Path:
         """Write the overlay (pointing every provider here) and return its path."""
@@ -987,10 +1040,11 @@ class OAuthProvidersSandbox:
         merged: dict[str, Any] = {}
         if self.catalog_file is not None:
             merged = yaml.safe_load(self.catalog_file.read_text(encoding="utf-8")) or {}
-        for key, urls in overlay(self.catalog(), self.api_base).items():
+        for key, urls in overlay(self.catalog(), self.api_base, self.providers).items():
             merged[key] = {**(merged.get(key) or {}), **urls}
         text = "# Written by relay.sandbox.oauth_providers: every provider → the sandbox.\n"
         text += yaml.safe_dump(merged, sort_keys=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         self.providers_file = path
         return path
@@ -999,13 +1053,21 @@ class OAuthProvidersSandbox:
         """The settings (as environment variables) that point Relay's catalog here: a
         PROVIDERS_FILE overlay (written now) and every provider's client credentials."""
         env = {"PROVIDERS_FILE": str(self.write_providers_file())}
-        for entry in self.catalog():
-            env[f"{entry.key.upper()}_CLIENT_ID"] = client_id_for(entry.key)
-            env[f"{entry.key.upper()}_CLIENT_SECRET"] = self.client_secret
+        for key in self.stands_in_for():
+            env[f"{key.upper()}_CLIENT_ID"] = client_id_for(key)
+            env[f"{key.upper()}_CLIENT_SECRET"] = self.client_secret
         return env
 
     def state(self) -> OAuthProvidersState:
-        return OAuthProvidersState(self.catalog(), self.client_secret)
+        state = OAuthProvidersState(
+            self.catalog(),
+            self.client_secret,
+            short_lived_seconds=self.short_lived_seconds,
+            refresh_min_age_seconds=self.refresh_min_age_seconds,
+        )
+        for url in self.token_sinks:
+            state.add_sink(url)
+        return state
 
     def ready(self) -> bool:
         return port_open(self.host, self.port)
@@ -1052,6 +1114,52 @@ class OAuthProvidersServer:
         self.stop()
 
 
+OVERLAY_FILE_NAME = "oauth-sandbox-providers.yaml"
+
+
+def _in_development(settings: Settings) -> bool:
+    return settings.sandbox == "auto" and settings.relay_env == "development"
+
+
+def sandboxed_providers(settings: Settings) -> frozenset[str]:
+    """The catalog keys `relay dev` points at the sandbox: in development with SANDBOX=auto
+    and no PROVIDERS_FILE (a catalog of the developer's own is left alone), every provider
+    without a client of its own. Empty otherwise, and always in production."""
+    if not _in_development(settings) or settings.providers_file is not None:
+        return frozenset()
+    configured = settings.oauth_clients
+    return frozenset(entry.key for entry in load_catalog() if entry.key not in configured)
+
+
+def wanted(settings: Settings) -> bool:
+    """Development, SANDBOX=auto, no PROVIDERS_FILE, and a catalog provider without
+    credentials: the sandbox stands in for those providers."""
+    return bool(sandboxed_providers(settings))
+
+
+def plan(settings: Settings) -> OAuthProvidersSandbox | None:
+    """The sandbox `relay dev` runs for these settings, or None. Its overlay is written to
+    DATA_DIR (PROVIDERS_FILE for the worker and the API)."""
+    providers = sandboxed_providers(settings)
+    if not providers:
+        return None
+    return OAuthProvidersSandbox(
+        providers_file=settings.data_dir.resolve() / OVERLAY_FILE_NAME, providers=providers
+    )
+
+
+def describe(settings: Settings, sandbox: OAuthProvidersSandbox | None) -> str:
+    """The banner's line for the OAuth providers."""
+    if sandbox is not None:
+        played = sandbox.stands_in_for()
+        real = sorted(settings.oauth_clients)
+        line = f"sandboxed (local OAuth server at {sandbox.api_base} for {len(played)} providers"
+        return line + (f"; real: {', '.join(real)})" if real else ")")
+    if settings.providers_file is not None:
+        return f"real (PROVIDERS_FILE {settings.providers_file})"
+    return "real (<PROVIDER>_CLIENT_ID / <PROVIDER>_CLIENT_SECRET per provider)"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m relay.sandbox.oauth_providers",
@@ -1061,12 +1169,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--client-secret", default=SANDBOX_CLIENT_SECRET)
     parser.add_argument("--catalog-file", type=Path)
+    parser.add_argument("--token-sink", action="append", default=[], dest="token_sinks")
+    parser.add_argument("--short-lived-seconds", type=int, default=SHORT_LIVED_SECONDS)
+    parser.add_argument("--refresh-min-age-seconds", type=int, default=IG_REFRESH_MIN_AGE_SECONDS)
     args = parser.parse_args(argv)
     sandbox = OAuthProvidersSandbox(
         port=args.port,
         host=args.host,
         client_secret=args.client_secret,
         catalog_file=args.catalog_file,
+        token_sinks=tuple(args.token_sinks),
+        short_lived_seconds=args.short_lived_seconds,
+        refresh_min_age_seconds=args.refresh_min_age_seconds,
     )
     logging.basicConfig(level=logging.INFO, format="oauth-sandbox: %(message)s")
     state = sandbox.state()

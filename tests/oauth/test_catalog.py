@@ -150,6 +150,24 @@ def test_providers_file_adds_overrides_and_removes(tmp_path: Path) -> None:
             {"acme": {**ACME, "public_extras": ["team..name"]}},
             "field public_extras: 'team..name' is not a dotted path",
         ),
+        (
+            {"acme": {**ACME, "exchange": {"url": "http://acme.example/x", "grant_type": "x"}}},
+            "field exchange.url: must use https",
+        ),
+        (
+            {"acme": {**ACME, "refresh": {"url": "https://acme.example/r"}}},
+            "field refresh.grant_type: Field required",
+        ),
+        (
+            {
+                "acme": {
+                    **ACME,
+                    "refresh_url": "https://acme.example/token",
+                    "refresh": {"url": "https://acme.example/r", "grant_type": "r"},
+                }
+            },
+            "field refresh: a provider refreshes with refresh_url or refresh, not both",
+        ),
         ({"acme": ["not", "a", "mapping"]}, "provider 'acme': must be a mapping of fields"),
         (["acme"], "must be a mapping of provider key to entry"),
         ("acme: {display_name: [unclosed\n", "not valid YAML at line"),

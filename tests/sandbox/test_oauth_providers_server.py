@@ -10,7 +10,7 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
+import yaml
 from authlib.integrations.httpx_client import OAuth2Client
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from relay.oauth.catalog import Catalog, ProviderEntry, load_catalog
 from relay.oauth.flow import authorization_url, pkce_pair
 from relay.oauth.protocol import (
     TokenResponse,
+    access_token_request,
     account_name,
     exchange_grant,
     parse_token_response,
@@ -37,6 +39,7 @@ from relay.oauth.protocol import (
     revocation_request,
     token_request,
 )
+from relay.sandbox import oauth_providers
 from relay.sandbox.oauth_providers import (
     LONG_LIVED_SECONDS,
     SANDBOX_CLIENT_SECRET,
@@ -45,6 +48,7 @@ from relay.sandbox.oauth_providers import (
     client_id_for,
 )
 from relay.sandbox.server import AppServer
+from relay.settings import Settings
 
 REDIRECT_URI = "http://127.0.0.1:8000/v1/oauth/callback"
 WAIT_SECONDS = 10
@@ -508,6 +512,94 @@ def test_facebook_short_lived_token_exchanged_for_a_long_lived_one(
     assert bad.status_code == 401 and raw_error(bad) == "invalid_client"
 
 
+def _access_token_grant(
+    entry: ProviderEntry, name: str, access_token: str, operation: str
+) -> TokenResponse:
+    """The catalog's `exchange` or `refresh` block, built and read by Relay's protocol."""
+    grant = getattr(entry, name)
+    assert grant is not None
+    request = access_token_request(
+        grant,
+        entry,
+        client_id=client_id_for(entry.key),
+        client_secret=SANDBOX_CLIENT_SECRET,
+        access_token=access_token,
+        connection_config={},
+    )
+    assert access_token not in request.url and SANDBOX_CLIENT_SECRET not in request.url
+    answer = httpx.get(request.url, headers=request.headers, params=request.query)
+    return parse_token_response(
+        entry,
+        answer.status_code,
+        answer.headers,
+        answer.text,
+        operation=operation,
+        grant_code=ErrorCode.OAUTH_FAILED,
+        other_code=ErrorCode.OAUTH_FAILED,
+        secrets=request.secrets,
+    )
+
+
+def test_the_catalogs_exchange_and_refresh_blocks_play_against_the_sandbox(
+    tmp_path: Path,
+) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def intake(request: Request) -> Response:
+        received.append(await request.json())
+        return Response(status_code=204)
+
+    sink = AppServer(
+        Starlette(routes=[Route("/tokens", intake, methods=["POST"])]),
+        "127.0.0.1",
+        0,
+        "sink",
+        lambda: None,
+    )
+    sink.start()
+    sandbox = OAuthProvidersSandbox(
+        port=0,
+        providers_file=tmp_path / "providers.yaml",
+        short_lived_seconds=120,
+        refresh_min_age_seconds=0,
+        token_sinks=(f"http://127.0.0.1:{sink.port}/tokens",),
+    )
+    try:
+        with sandbox.run_in_thread() as running:
+            catalog = load_catalog(Path(sandbox.environment()["PROVIDERS_FILE"]))
+            instagram, facebook = catalog.require("instagram"), catalog.require("facebook")
+            assert instagram.exchange is not None and instagram.refresh is not None
+            assert instagram.exchange.url == f"{running.api_base}/instagram/access_token"
+            assert instagram.refresh.url == f"{running.api_base}/instagram/refresh_access_token"
+            assert instagram.refresh.min_token_age == 86_400  # Relay's check stays the catalog's
+            assert facebook.exchange is not None and facebook.exchange.url == facebook.token_url
+
+            short = connect(facebook)
+            assert short.expires_in == 120 and short.refresh_token is None
+            long_lived = _access_token_grant(facebook, "exchange", short.access_token, "exchange")
+            assert long_lived.expires_in == LONG_LIVED_SECONDS
+
+            ig_short = connect(instagram)
+            ig_long = _access_token_grant(instagram, "exchange", ig_short.access_token, "exchange")
+            renewed = _access_token_grant(instagram, "refresh", ig_long.access_token, "refresh")
+            assert renewed.expires_in == LONG_LIVED_SECONDS
+            assert renewed.access_token != ig_long.access_token
+            with pytest.raises(ApplicationError, match="already long-lived"):
+                _access_token_grant(instagram, "exchange", ig_long.access_token, "exchange")
+
+            # Other sandboxes hear of every exchanged token, as of any other.
+            wanted = {long_lived.access_token, ig_long.access_token, renewed.access_token}
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not wanted <= {r["accessToken"] for r in received}:
+                assert time.monotonic() < deadline, received
+                time.sleep(0.05)
+            notice = next(r for r in received if r["accessToken"] == renewed.access_token)
+            assert notice["event"] == "issued" and notice["provider"] == "instagram"
+            assert notice["expiresAt"]
+    finally:
+        sink.stop()
+
+
 # --- revocation, controls, faults, sinks ------------------------------------------------------
 
 
@@ -662,3 +754,84 @@ def test_a_providers_file_of_ones_own_is_carried_into_the_overlay(tmp_path: Path
         acme = catalog.require("acme")
         assert acme.token_url == f"{running.api_base}/acme/token"
         assert connect(acme).access_token.startswith("sbx-acme-")
+
+
+def test_relay_dev_sandboxes_only_providers_without_credentials(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    everything = {entry.key for entry in load_catalog()}
+    development = make_settings(relay_env="development", data_dir=tmp_path / "data")
+    assert oauth_providers.sandboxed_providers(development) == everything
+    planned = oauth_providers.plan(development)
+    assert planned is not None and planned.stands_in_for() == sorted(everything)
+    assert f"for {len(everything)} providers)" in oauth_providers.describe(development, planned)
+
+    # A provider with credentials of its own keeps its real URLs and its own client.
+    env = tmp_path / "real.env"
+    env.write_text("GITHUB_CLIENT_ID=real-id\nGITHUB_CLIENT_SECRET=real-secret\n")
+    mixed = make_settings(relay_env="development", data_dir=tmp_path / "data", _env_file=env)
+    planned = oauth_providers.plan(mixed)
+    assert planned is not None and "github" not in planned.stands_in_for()
+    environment = planned.environment()
+    assert "GITHUB_CLIENT_ID" not in environment and "GITHUB_CLIENT_SECRET" not in environment
+    assert environment["GOOGLE_CALENDAR_CLIENT_ID"] == client_id_for("google_calendar")
+    assert Path(environment["PROVIDERS_FILE"]) == (tmp_path / "data").resolve() / (
+        oauth_providers.OVERLAY_FILE_NAME
+    )
+    overlaid = yaml.safe_load(Path(environment["PROVIDERS_FILE"]).read_text())
+    assert "github" not in overlaid and "google_calendar" in overlaid
+    catalog = load_catalog(Path(environment["PROVIDERS_FILE"]))
+    assert catalog.require("github").token_url == load_catalog().require("github").token_url
+    assert catalog.require("google_calendar").token_url.startswith(planned.api_base)
+    assert "real: github" in oauth_providers.describe(mixed, planned)
+
+    # Never outside development, never with SANDBOX=off, never over a PROVIDERS_FILE.
+    for settings in (
+        make_settings(relay_env="production"),
+        make_settings(),  # RELAY_ENV=test
+        make_settings(relay_env="development", sandbox="off"),
+        make_settings(relay_env="development", providers_file=tmp_path / "own.yaml"),
+    ):
+        assert not oauth_providers.wanted(settings) and oauth_providers.plan(settings) is None
+    own = make_settings(relay_env="development", providers_file=tmp_path / "own.yaml")
+    assert "PROVIDERS_FILE" in oauth_providers.describe(own, None)
+
+
+def test_token_sinks_given_at_start_are_registered(tmp_path: Path) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def intake(request: Request) -> Response:
+        received.append(await request.json())
+        return Response(status_code=204)
+
+    sink = AppServer(
+        Starlette(routes=[Route("/sink", intake, methods=["POST"])]),
+        "127.0.0.1",
+        0,
+        "sink",
+        lambda: None,
+    )
+    sink.start()
+    try:
+        url = f"http://127.0.0.1:{sink.port}/sink"
+        sandbox = OAuthProvidersSandbox(providers_file=tmp_path / "p.yaml", token_sinks=(url,))
+        assert sandbox.command()[-2:] == ["--token-sink", url]
+        process = subprocess.Popen(
+            sandbox.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            sandbox.wait_ready(WAIT_SECONDS)
+            listed = httpx.get(f"{sandbox.api_base}/_sandbox/token-sinks").json()["data"]
+            assert listed == [url]
+            entry = load_catalog(Path(sandbox.environment()["PROVIDERS_FILE"]))
+            connect(entry.require("google_calendar"))
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not received:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert received[0]["provider"] == "google_calendar"
+        finally:
+            process.terminate()
+            process.wait(WAIT_SECONDS)
+    finally:
+        sink.stop()
