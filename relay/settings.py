@@ -207,7 +207,15 @@ class Settings(BaseSettings):
     s3_events_sandbox_certificate: str | None = None
     firebase_credentials: str | None = None
     fcm_api_base: str | None = None
+    # Google Calendar v3's base (`https://www.googleapis.com/calendar/v3/` when unset).
     google_api_base: str | None = None
+    # Zoom: server-to-server OAuth (all three set) for meetings, and the webhook secret token.
+    zoom_account_id: str | None = None
+    zoom_client_id: str | None = None
+    zoom_client_secret: SecretStr | None = None
+    zoom_webhook_secret: SecretStr | None = None
+    zoom_api_base: str = "https://api.zoom.us"
+    zoom_oauth_base: str = "https://zoom.us"
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

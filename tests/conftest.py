@@ -18,9 +18,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -44,6 +45,9 @@ from relay.settings import Settings
 from relay.temporal import data_converter
 from relay.worker_context import WorkerContext
 from worker import build_worker
+
+if TYPE_CHECKING:
+    from tests.support.api import DevServer
 
 BIN = Path(sys.prefix) / "bin"
 TEMPORAL_CLI = BIN / "temporal"
@@ -227,6 +231,55 @@ class Stack:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def dev_server(tmp_path: Path) -> AsyncIterator[DevServer]:
+    """A Temporal dev server as its own process, which a test may kill and restart."""
+    from tests.support.api import DevServer  # it imports this module
+
+    server = DevServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings,
+    engine: Engine,
+    keyring: Keyring,
+    client: Client,
+    *,
+    port: int | None = None,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
+) -> AsyncIterator[tuple[str, str, WorkerContext]]:
+    """A worker (with the long-lived workflows started) and the API on loopback for
+    `settings`, and an operator's key: (API URL, raw key, worker context). On exit the
+    task queue's runs are terminated and the worker's clients closed."""
+    # An operator's key: stacks' tests call /v1, the credentials route and /codec.
+    _, raw_key = create_key(engine, f"test-{uuid.uuid4().hex[:8]}", ["admin"])
+    context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
+    worker = build_worker(
+        context, extra_workflows=extra_workflows, extra_activities=extra_activities
+    )
+    app = create_app(settings, engine=engine, keyring=keyring, extra_workflows=extra_workflows)
+    from worker import start_long_lived_workflows
+
+    async with worker:
+        await start_long_lived_workflows(context)
+        with ServerThread(app, port=port) as server:
+            yield server.url, raw_key, context
+        # Long-lived runs (the webhook dispatcher, connections) would otherwise keep
+        # scheduling activities on this test's task queue for the rest of the session.
+        await terminate_running(client, settings.temporal_task_queue)
+        for close in context.closers:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def stack(
     temporal_env: WorkflowEnvironment,
     engine: Engine,
@@ -241,26 +294,17 @@ async def stack(
         temporal_task_queue=task_queue(),
         webhook_allowed_networks="127.0.0.0/8",
     )
-    # An operator's key: the stack's tests call /v1, the credentials route and /codec.
-    _, raw_key = create_key(engine, f"test-{uuid.uuid4().hex[:8]}", ["admin"])
-    context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
     from tests.support.workflows import EchoWorkflow, echo_activity
 
-    worker = build_worker(context, extra_workflows=[EchoWorkflow], extra_activities=[echo_activity])
-    app = create_app(settings, engine=engine, keyring=keyring, extra_workflows=[EchoWorkflow])
-    from worker import start_long_lived_workflows
-
-    async with worker:
-        await start_long_lived_workflows(context)
-        with ServerThread(app) as server:
-            yield Stack(settings, engine, keyring, client, server.url, raw_key, context)
-        # Long-lived runs (the webhook dispatcher, connections) would otherwise keep
-        # scheduling activities on this test's task queue for the rest of the session.
-        await terminate_running(client, settings.temporal_task_queue)
-        for close in context.closers:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+    async with serving(
+        settings,
+        engine,
+        keyring,
+        client,
+        extra_workflows=[EchoWorkflow],
+        extra_activities=[echo_activity],
+    ) as (url, raw_key, context):
+        yield Stack(settings, engine, keyring, client, url, raw_key, context)
 
 
 async def terminate_running(client: Client, task_queue: str) -> None:

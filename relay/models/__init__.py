@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from relay.models.billing import BillingCustomer, BillingSubscription
+from relay.models.calendar import Meeting
 from relay.models.files import StoredFile
 from relay.models.inbound import InboundCursor, InboundEvent
 from relay.models.notifications import (
@@ -49,6 +50,7 @@ __all__ = [
     "IntegrationStatus",
     "IntegrationSyncLog",
     "Invoice",
+    "Meeting",
     "Notification",
     "NotificationEvent",
     "OAuthState",

@@ -1,8 +1,9 @@
 """The Google Calendar sandbox: a small HTTP server speaking the subset of the Calendar API v3
 that Relay's calendar capability uses, since no Google can be reached from here.
 
-`relay dev` can run it when GOOGLE_API_BASE is unset in development (SANDBOX=auto), and the
-tests run it in a thread (`GoogleCalendarSandbox(port=0).run_in_thread()`). Relay points
+`relay dev` runs it when GOOGLE_API_BASE is unset in development (SANDBOX=auto) and the OAuth
+providers sandbox stands in for the catalog's google_calendar (registering this sandbox as
+its token sink), and the tests run it in a thread (`GoogleCalendarSandbox(port=0).run_in_thread()`). Relay points
 google-api-python-client at it through the `api_endpoint` client option, with the discovery
 document bundled in the package:
 
@@ -91,6 +92,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from relay.sandbox.oauth_providers import sandboxed_providers
 from relay.sandbox.server import AppServer, free_port, port_open, wait_for_port
 from relay.settings import Settings
 
@@ -858,12 +860,19 @@ def create_app(state: GoogleCalendarState) -> Starlette:
 # --- running it ----------------------------------------------------------------------------
 
 
+GOOGLE_CALENDAR = "google_calendar"
+
+
 def wanted(settings: Settings) -> bool:
-    """SANDBOX=auto, development, and no GOOGLE_API_BASE: the sandbox stands in for Google."""
+    """SANDBOX=auto, development, no GOOGLE_API_BASE, and the OAuth providers sandbox standing
+    in for the catalog's google_calendar (no GOOGLE_CALENDAR_CLIENT_ID/SECRET, no
+    PROVIDERS_FILE): the sandbox accepts only that sandbox's tokens, so it runs with it. A
+    real Google connection's tokens would be refused here, so with them Google stays real."""
     return (
         settings.sandbox == "auto"
         and settings.relay_env == "development"
         and settings.google_api_base is None
+        and GOOGLE_CALENDAR in sandboxed_providers(settings)
     )
 
 
@@ -972,7 +981,12 @@ def describe(settings: Settings, sandbox: GoogleCalendarSandbox | None) -> str:
     """The banner's line for Google Calendar."""
     if sandbox is not None:
         return f"sandboxed (local Google Calendar at {sandbox.api_endpoint})"
-    return f"real ({settings.google_api_base or 'www.googleapis.com'})"
+    if GOOGLE_CALENDAR not in settings.oauth_clients and settings.providers_file is None:
+        return (
+            "not configured (set GOOGLE_CALENDAR_CLIENT_ID and GOOGLE_CALENDAR_CLIENT_SECRET, "
+            "or SANDBOX=auto in development)"
+        )
+    return f"real ({settings.google_api_base or 'https://www.googleapis.com/calendar/v3/'})"
 
 
 def main(argv: list[str] | None = None) -> None:

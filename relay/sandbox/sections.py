@@ -848,6 +848,211 @@ class S3Section(Section):
         raise SandboxError("the S3 sandbox has no controls")
 
 
+# --- calendar: Google Calendar, Zoom ---------------------------------------------------------
+
+
+def _without_query(url: object) -> str:
+    """A URL as the page shows it: a Zoom join link's `pwd=` is the meeting's passcode."""
+    text = str(url or "")
+    return text.split("?", 1)[0]
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class GoogleCalendarSection(Section):
+    """The Google Calendar sandbox (GOOGLE_API_BASE on loopback): every event of every
+    calendar, newest first, with the updates `sendUpdates` would have e-mailed attendees.
+    No controls: events are made through /v1/calendar/events and /v1/meetings."""
+
+    key = "google-calendar"
+    title = "Google Calendar"
+    actions: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def applies(cls, settings: Settings) -> bool:
+        return sandboxed(settings, settings.google_api_base)
+
+    @property
+    def base(self) -> str:
+        """Where the controls hang off: GOOGLE_API_BASE is the API's /calendar/v3/ path."""
+        return _origin_of(self.settings.google_api_base or "")
+
+    async def view(self) -> SectionView:
+        problems: list[str] = []
+        tables: list[Table] = []
+        try:
+            listed = await self.call("GET", f"{self.base}/_sandbox/events", headers={})
+            items = [item for item in listed.get("data") or [] if isinstance(item, dict)]
+            tables.append(self._events(list(reversed(items))[:MESSAGES_SHOWN]))
+        except SandboxError as exc:
+            problems.append(f"Events: {exc}")
+        return SectionView(
+            title=self.title,
+            summary=f"Local Google Calendar at {self.settings.google_api_base}. Relay's "
+            "calendar code calls it as Google (google-api-python-client) with the tokens of "
+            "Google connections made through the local OAuth server; attendees get no e-mail, "
+            "the updates Google would have sent are listed instead.",
+            tables=tuple(tables),
+            problems=tuple(problems),
+        )
+
+    @staticmethod
+    def _events(items: list[dict[str, Any]]) -> Table:
+        rows = []
+        for item in items:
+            event = item.get("event") or {}
+            start = event.get("start") or {}
+            updates = [
+                f"{u.get('action', '')} → {', '.join(str(r) for r in u.get('recipients') or [])}"
+                for u in item.get("updates") or []
+                if isinstance(u, dict)
+            ]
+            eid = str(event.get("id", ""))
+            rows.append(
+                Row(
+                    cells=(
+                        str(item.get("calendarId", "")),
+                        _clip(event.get("summary")),
+                        str(start.get("dateTime") or start.get("date") or ""),
+                        str(event.get("status", "")),
+                        ", ".join(
+                            str(a.get("email", ""))
+                            for a in event.get("attendees") or []
+                            if isinstance(a, dict)
+                        ),
+                        "; ".join(updates) or "none",
+                        eid,
+                    ),
+                    key=eid,
+                )
+            )
+        return Table(
+            name="events",
+            caption="Events (newest first)",
+            columns=(
+                "Calendar",
+                "Summary",
+                "Start",
+                "Status",
+                "Attendees",
+                "Updates sent",
+                "Event",
+            ),
+            rows=tuple(rows),
+            empty="No event yet: create one with POST /v1/calendar/events or /v1/meetings.",
+        )
+
+    async def act(self, action: str, target: str | None) -> str:
+        raise SandboxError("the Google Calendar sandbox has no controls")
+
+
+class ZoomSection(Section):
+    """The Zoom sandbox (ZOOM_API_BASE on loopback): its meetings with the webhooks each was
+    sent, buttons that fire Zoom's signed meeting.started / meeting.ended /
+    recording.completed to Relay's /webhooks/zoom, and Zoom's URL-validation check."""
+
+    key = "zoom"
+    title = "Zoom"
+    # Action → the Zoom event it fires (the button's label).
+    EVENTS: ClassVar[Mapping[str, str]] = {
+        "meeting-started": "meeting.started",
+        "meeting-ended": "meeting.ended",
+        "recording-completed": "recording.completed",
+    }
+    actions: ClassVar[Mapping[str, str]] = {**EVENTS, "validate": "Check URL validation"}
+
+    @classmethod
+    def applies(cls, settings: Settings) -> bool:
+        return sandboxed(settings, settings.zoom_api_base)
+
+    @property
+    def base(self) -> str:
+        return self.settings.zoom_api_base.rstrip("/")
+
+    async def view(self) -> SectionView:
+        problems: list[str] = []
+        tables: list[Table] = []
+        webhook_url = None
+        try:
+            webhook_url = (
+                await self.call("GET", f"{self.base}/_sandbox/webhooks", headers={})
+            ).get("url")
+            listed = await self.call("GET", f"{self.base}/_sandbox/meetings", headers={})
+            items = [item for item in listed.get("data") or [] if isinstance(item, dict)]
+            tables.append(self._meetings(items[:MESSAGES_SHOWN]))
+        except SandboxError as exc:
+            problems.append(f"Meetings: {exc}")
+        where = f"to {webhook_url}" if webhook_url else "nowhere yet (no webhook URL set)"
+        return SectionView(
+            title=self.title,
+            summary=f"Local Zoom at {self.base}. Relay's meetings are booked on it as on Zoom "
+            f"(server-to-server OAuth); its buttons send Zoom's signed webhooks {where}. "
+            "Check URL validation sends Zoom's endpoint.url_validation challenge and checks "
+            "Relay's answer.",
+            tables=tuple(tables),
+            problems=tuple(problems),
+            controls=(Control(self.actions["validate"], "validate"),),
+        )
+
+    def _meetings(self, items: list[dict[str, Any]]) -> Table:
+        rows = []
+        for item in items:
+            mid = str(item.get("id", ""))
+            sent = [
+                f"{w.get('event', '')}: {w.get('delivery', '')}"
+                + (f" ({w['responseStatus']})" if w.get("responseStatus") is not None else "")
+                for w in item.get("webhooks") or []
+                if isinstance(w, dict)
+            ]
+            rows.append(
+                Row(
+                    cells=(
+                        mid,
+                        _clip(item.get("topic")),
+                        str(item.get("startTime") or ""),
+                        str(item.get("status", "")),
+                        "yes" if item.get("hasRecording") else "no",
+                        _without_query(item.get("joinUrl")),
+                        "; ".join(sent) or "none",
+                    ),
+                    controls=tuple(
+                        Control(label, action, mid) for action, label in self.EVENTS.items()
+                    ),
+                    key=mid,
+                )
+            )
+        return Table(
+            name="meetings",
+            caption="Meetings (newest first)",
+            columns=("Meeting", "Topic", "Start", "Status", "Recording", "Join URL", "Webhooks"),
+            rows=tuple(rows),
+            empty="No meeting yet: book one with POST /v1/meetings.",
+        )
+
+    async def act(self, action: str, target: str | None) -> str:
+        if action == "validate":
+            result = await self.call("POST", f"{self.base}/_sandbox/validate", headers={}, json={})
+            if result.get("passed") is True:
+                return "URL validation passed: Relay answered Zoom's challenge correctly"
+            raise SandboxError(f"URL validation failed: {result.get('reason') or 'no reason'}")
+        if target is None:
+            raise SandboxError("this control needs a meeting")
+        event = self.EVENTS[action]
+        sent = await self.call(
+            "POST",
+            f"{self.base}/_sandbox/meetings/{_segment(target)}/events",
+            headers={},
+            json={"event": event},
+        )
+        url = sent.get("url") if isinstance(sent, dict) else None
+        if not url:
+            raise SandboxError(f"{event} not sent: the Zoom sandbox has no webhook URL")
+        return f"{event} sent for meeting {target} to {url}"
+
+
 # The page's sections, in its order. A new provider's sandbox adds its Section here.
 SECTIONS: tuple[type[Section], ...] = (
     StripeSection,
@@ -857,6 +1062,8 @@ SECTIONS: tuple[type[Section], ...] = (
     SmtpSection,
     FcmSection,
     S3Section,
+    GoogleCalendarSection,
+    ZoomSection,
 )
 
 

@@ -2,8 +2,9 @@
 (meetings and their cloud recordings, with server-to-server OAuth) and sending Zoom's signed
 webhooks, since no Zoom can be reached from here.
 
-The tests run it in a thread (`ZoomSandbox(port=0).run_in_thread()`); `relay dev` can run it
-when Zoom has no account in development (SANDBOX=auto). Real Zoom serves the token endpoint
+The tests run it in a thread (`ZoomSandbox(port=0).run_in_thread()`); `relay dev` runs it
+(`plan`) when Zoom has no credentials in development (SANDBOX=auto), sending its webhooks to
+Relay's `{PUBLIC_BASE_URL}/webhooks/zoom`. Real Zoom serves the token endpoint
 on zoom.us and the API on api.zoom.us; the sandbox serves both on one base, so
 ZOOM_OAUTH_BASE (the token URL is `{ZOOM_OAUTH_BASE}/oauth/token`) and ZOOM_API_BASE (the
 API is `{ZOOM_API_BASE}/v2/...`) both point at it. Zoom has no official Python SDK; Relay
@@ -743,13 +744,16 @@ def create_app(state: ZoomState) -> Starlette:
 # --- running it ----------------------------------------------------------------------------
 
 
-def wanted(settings: Settings, zoom_account_id: str | None) -> bool:
-    """SANDBOX=auto, development, and no Zoom account: the sandbox stands in for Zoom.
-    (`zoom_account_id` is a parameter until Settings has ZOOM_ACCOUNT_ID.)"""
+def wanted(settings: Settings) -> bool:
+    """SANDBOX=auto, development, and no Zoom credentials at all (ZOOM_ACCOUNT_ID,
+    ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET): the sandbox stands in for Zoom. Any one of them set
+    means a Zoom of the developer's, which the sandbox's settings must not override."""
     return (
         settings.sandbox == "auto"
         and settings.relay_env == "development"
-        and zoom_account_id is None
+        and settings.zoom_account_id is None
+        and settings.zoom_client_id is None
+        and settings.zoom_client_secret is None
     )
 
 
@@ -854,6 +858,26 @@ class ZoomServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def plan(settings: Settings) -> ZoomSandbox | None:
+    """The sandbox `relay dev` runs for these settings, or None (a real Zoom, or none).
+    Its webhook URL is Relay's /webhooks/zoom under PUBLIC_BASE_URL."""
+    if not wanted(settings):
+        return None
+    return ZoomSandbox(webhook_url=f"{settings.base_url}/webhooks/zoom")
+
+
+def describe(settings: Settings, sandbox: ZoomSandbox | None) -> str:
+    """The banner's line for Zoom."""
+    if sandbox is not None:
+        return f"sandboxed (local Zoom at {sandbox.api_base}, webhooks to {sandbox.webhook_url})"
+    if settings.zoom_account_id and settings.zoom_client_id and settings.zoom_client_secret:
+        return f"real ({settings.zoom_api_base})"
+    return (
+        "not configured (set ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET, "
+        "or SANDBOX=auto in development)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

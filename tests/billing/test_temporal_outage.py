@@ -3,22 +3,17 @@ forwarded to its workflow by the inbound forwarder once Temporal is back."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from temporalio.client import Client
 
 from relay.crypto import Keyring
 from relay.inbound.repository import T
 from relay.sandbox.stripe import StripeSandbox
 from relay.settings import Settings
 from relay.stripe_api import stripe_client
-from relay.temporal import data_converter
 from tests.billing.conftest import running_stack
 from tests.billing.helpers import (
     outside_subscription,
@@ -33,25 +28,6 @@ from workflows.clients.billing import subscription_handle, subscription_state
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def dev_server(tmp_path: Path) -> AsyncIterator[DevServer]:
-    server = DevServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-async def connect(server: DevServer, keyring: Keyring) -> Client:
-    for _ in range(100):
-        try:
-            return await Client.connect(server.address, data_converter=data_converter(keyring))
-        except RuntimeError:
-            await asyncio.sleep(0.2)
-    raise AssertionError("the dev server did not start")
-
-
 def statuses(engine: Engine) -> dict[str, str]:
     with engine.connect() as connection:
         return {row.event_id: row.status for row in connection.execute(select(T))}
@@ -64,7 +40,7 @@ async def test_events_arriving_while_temporal_is_down_are_forwarded_when_it_is_b
     make_settings: Callable[..., Settings],
     localstripe: StripeSandbox,
 ) -> None:
-    client = await connect(dev_server, keyring)
+    client = await dev_server.connect(keyring)
     async with running_stack(
         client,
         engine,

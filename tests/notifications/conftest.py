@@ -4,7 +4,6 @@ it starts so the sandboxes' signed callbacks reach it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,18 +17,13 @@ import pytest_asyncio
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app
-from relay.api_keys import create_key
 from relay.crypto import Keyring
-from relay.ledger import Ledger
 from relay.sandbox.fcm import FcmSandbox
 from relay.sandbox.sendgrid import SendGridSandbox
 from relay.sandbox.smtp import SmtpSandbox
 from relay.sandbox.twilio import TwilioSandbox
 from relay.settings import Settings
-from relay.worker_context import WorkerContext
-from tests.conftest import ServerThread, Stack, free_port, task_queue, terminate_running
-from worker import build_worker, start_long_lived_workflows
+from tests.conftest import Stack, free_port, serving, task_queue
 
 
 @dataclass
@@ -117,31 +111,24 @@ async def notifications_stack(
                 webhook_allowed_networks="127.0.0.0/8",
                 **(_settings_from(environment) | overrides),
             )
-            _, raw_key = create_key(engine, f"test-{uuid.uuid4().hex[:8]}", ["admin"])
-            context = WorkerContext(settings, engine, keyring, client, Ledger(engine))
-            worker = build_worker(context)
-            app = create_app(settings, engine=engine, keyring=keyring)
-            async with worker:
-                await start_long_lived_workflows(context)
-                with ServerThread(app, port=port) as server:
-                    yield NotificationStack(
-                        settings,
-                        engine,
-                        keyring,
-                        client,
-                        server.url,
-                        raw_key,
-                        context,
-                        sendgrid=servers.get("sendgrid"),
-                        smtp=servers.get("smtp"),
-                        twilio=servers.get("twilio"),
-                        fcm=servers.get("fcm"),
-                    )
-                await terminate_running(client, settings.temporal_task_queue)
-                for close in context.closers:
-                    result = close()
-                    if asyncio.iscoroutine(result):
-                        await result
+            async with serving(settings, engine, keyring, client, port=port) as (
+                url,
+                raw_key,
+                context,
+            ):
+                yield NotificationStack(
+                    settings,
+                    engine,
+                    keyring,
+                    client,
+                    url,
+                    raw_key,
+                    context,
+                    sendgrid=servers.get("sendgrid"),
+                    smtp=servers.get("smtp"),
+                    twilio=servers.get("twilio"),
+                    fcm=servers.get("fcm"),
+                )
 
     yield build
 

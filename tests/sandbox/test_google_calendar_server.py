@@ -26,6 +26,7 @@ from relay.sandbox.google_calendar import (
     GoogleCalendarSandbox,
     GoogleCalendarServer,
 )
+from relay.sandbox.sections import GoogleCalendarSection
 from relay.settings import Settings
 
 
@@ -427,7 +428,7 @@ def test_environment_and_command() -> None:
     assert "secret-token" not in command
 
 
-def test_wanted_plan_and_describe(make_settings: Callable[..., Settings]) -> None:
+def test_wanted_plan_and_describe(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     development = make_settings(relay_env="development")
     real = make_settings(
         relay_env="development", google_api_base="https://www.googleapis.com/calendar/v3/"
@@ -435,10 +436,23 @@ def test_wanted_plan_and_describe(make_settings: Callable[..., Settings]) -> Non
 
     assert google_calendar.wanted(development)
     assert not google_calendar.wanted(make_settings(relay_env="development", sandbox="off"))
+    assert not google_calendar.wanted(make_settings(relay_env="production"))
     assert not google_calendar.wanted(real) and google_calendar.plan(real) is None
     planned = google_calendar.plan(development)
     assert planned is not None
     assert "local Google Calendar" in google_calendar.describe(development, planned)
+    assert "not configured" in google_calendar.describe(real, None)
+    # A real Google OAuth client (or a catalog of one's own): its tokens are Google's, which
+    # the sandbox would refuse, so Google stays real.
+    env = tmp_path / "google.env"
+    env.write_text("GOOGLE_CALENDAR_CLIENT_ID=real-id\nGOOGLE_CALENDAR_CLIENT_SECRET=real\n")
+    with_client = make_settings(relay_env="development", _env_file=env)
+    assert not google_calendar.wanted(with_client)
+    assert google_calendar.describe(with_client, None) == (
+        "real (https://www.googleapis.com/calendar/v3/)"
+    )
+    own = make_settings(relay_env="development", providers_file=tmp_path / "own.yaml")
+    assert not google_calendar.wanted(own)
 
 
 def test_runs_as_a_module(tmp_path: Path) -> None:
@@ -455,3 +469,28 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert SANDBOX_ACCESS_TOKEN.encode() not in (tmp_path / "stderr").read_bytes()
+
+
+async def test_the_sandbox_page_section_lists_events_and_updates(
+    make_settings: Callable[..., Settings], calendar: Resource, server: GoogleCalendarServer
+) -> None:
+    body = _event(summary="Design review", attendees=[{"email": "ada@example.com"}])
+    created = calendar.events().insert(calendarId="primary", body=body, sendUpdates="all")
+    event = created.execute()
+    settings = make_settings(relay_env="development", google_api_base=server.sandbox.api_endpoint)
+    assert GoogleCalendarSection.applies(settings)
+    assert not GoogleCalendarSection.applies(make_settings(relay_env="development"))
+    async with httpx.AsyncClient() as http:
+        view = await GoogleCalendarSection(settings, http).view()
+    assert view.problems == ()
+    (table,) = view.tables
+    (row,) = table.rows
+    assert row.key == event["id"]
+    assert row.cells[1:5] == (
+        "Design review",
+        "2026-12-01T10:00:00Z",
+        "confirmed",
+        "ada@example.com",
+    )
+    assert row.cells[5] == "created → ada@example.com"
+    assert SANDBOX_ACCESS_TOKEN not in repr(view)

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.sandbox import zoom as zoom_sandbox
+from relay.sandbox.sections import SandboxError, ZoomSection
 from relay.sandbox.server import AppServer
 from relay.sandbox.zoom import ZoomSandbox, ZoomServer
 from relay.settings import Settings
@@ -320,12 +321,30 @@ def _webhook_state(server: ZoomServer) -> str:
     return str(meetings[0]["webhooks"][0]["delivery"])
 
 
-def test_wanted(make_settings: Callable[..., Settings]) -> None:
-    development = make_settings(relay_env="development")
-    assert zoom_sandbox.wanted(development, None)
-    assert not zoom_sandbox.wanted(development, "acct")
-    assert not zoom_sandbox.wanted(make_settings(relay_env="development", sandbox="off"), None)
-    assert not zoom_sandbox.wanted(make_settings(), None)
+def test_wanted_plan_and_describe(make_settings: Callable[..., Settings]) -> None:
+    development = make_settings(relay_env="development", api_port=8123)
+    assert zoom_sandbox.wanted(development)
+    planned = zoom_sandbox.plan(development)
+    assert planned is not None
+    assert planned.webhook_url == "http://localhost:8123/webhooks/zoom"
+    line = zoom_sandbox.describe(development, planned)
+    assert "local Zoom" in line and "/webhooks/zoom" in line
+    # Any Zoom credential of the developer's: no sandbox (it would override them).
+    for configured in (
+        {"zoom_account_id": "acct"},
+        {"zoom_client_id": "client"},
+        {"zoom_client_secret": "secret"},
+    ):
+        settings = make_settings(relay_env="development", **configured)
+        assert not zoom_sandbox.wanted(settings) and zoom_sandbox.plan(settings) is None
+    real = make_settings(
+        relay_env="development", zoom_account_id="a", zoom_client_id="c", zoom_client_secret="s"
+    )
+    assert zoom_sandbox.describe(real, None) == "real (https://api.zoom.us)"
+    assert not zoom_sandbox.wanted(make_settings(relay_env="development", sandbox="off"))
+    assert not zoom_sandbox.wanted(make_settings())  # RELAY_ENV=test
+    assert not zoom_sandbox.wanted(make_settings(relay_env="production"))
+    assert "not configured" in zoom_sandbox.describe(make_settings(), None)
 
 
 def test_runs_as_a_module(tmp_path: Path, receiver: Receiver) -> None:
@@ -359,3 +378,41 @@ def test_runs_as_a_module(tmp_path: Path, receiver: Receiver) -> None:
     logged = stderr.read_bytes()
     assert SECRET.encode() not in logged and token.encode() not in logged
     assert sandbox.client_secret.encode() not in logged
+
+
+async def test_the_sandbox_page_section_fires_events_and_checks_validation(
+    make_settings: Callable[..., Settings],
+    server: ZoomServer,
+    api: httpx.Client,
+    receiver: Receiver,
+) -> None:
+    created = _meeting(api)
+    settings = make_settings(relay_env="development", zoom_api_base=server.api_base)
+    assert ZoomSection.applies(settings)
+    assert not ZoomSection.applies(make_settings(relay_env="development"))  # api.zoom.us
+    async with httpx.AsyncClient() as http:
+        section = ZoomSection(settings, http)
+        said = await section.act("meeting-ended", str(created["id"]))
+        assert (
+            said
+            == f"meeting.ended sent for meeting {created['id']} to {receiver.base}/webhooks/zoom"
+        )
+        (post,) = receiver.wait_for(1)
+        assert _verified(post) and json.loads(post.body)["event"] == "meeting.ended"
+        view = await section.view()
+        # The receiver answers no challenge: the check reports it failed.
+        with pytest.raises(SandboxError, match="URL validation failed"):
+            await section.act("validate", None)
+    (table,) = view.tables
+    (row,) = table.rows
+    assert row.key == str(created["id"])
+    assert row.cells[1] == "Planning" and row.cells[3] == "finished"
+    assert "?" not in row.cells[5]  # the join URL without its passcode
+    assert row.cells[6].startswith("meeting.ended: ")
+    assert [c.label for c in row.controls] == [
+        "meeting.started",
+        "meeting.ended",
+        "recording.completed",
+    ]
+    assert [c.action for c in view.controls] == ["validate"]
+    assert created["password"] not in repr(view) and SECRET not in repr(view)

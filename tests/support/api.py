@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from pathlib import Path
 
 from fastapi.routing import APIRoute
 from sqlalchemy.engine import Engine
+from temporalio.client import Client
 
 from relay import search_attributes
 from relay.api_keys import create_key
+from relay.crypto import Keyring
+from relay.temporal import data_converter
 from tests.conftest import TEMPORAL_CLI, free_port
 
 
@@ -62,6 +66,15 @@ class DevServer:
         for key in search_attributes.ALL:
             args += ["--search-attribute", f"{key.name}=Keyword"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def connect(self, keyring: Keyring) -> Client:
+        """A client with Relay's data converter, once the server answers (up to 30 s)."""
+        for _ in range(150):
+            try:
+                return await Client.connect(self.address, data_converter=data_converter(keyring))
+            except RuntimeError:
+                await asyncio.sleep(0.2)
+        raise AssertionError("the dev server did not start")
 
     def stop(self) -> None:
         if self.process is None:

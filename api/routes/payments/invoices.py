@@ -18,7 +18,7 @@ from temporalio.service import RPCError
 
 from api.deps import EngineDep, SettingsDep, TemporalDep, require_api_key
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
-from api.idempotency import require_same_request
+from api.idempotency import require_same_request, uuid_for
 from api.pagination import newest_first_page, page
 from api.schemas.payments_invoices import (
     Invoice,
@@ -39,9 +39,7 @@ _INVOICE_NAMESPACE = uuid.UUID("0b7d6c2a-3e4f-4a51-8c9d-7e6f5a4b3c2d")
 
 
 def invoice_id_for(idempotency_key: str | None) -> str:
-    if idempotency_key:
-        return str(uuid.uuid5(_INVOICE_NAMESPACE, idempotency_key))
-    return str(uuid.uuid4())
+    return uuid_for(_INVOICE_NAMESPACE, idempotency_key)
 
 
 def _invoice(view: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from api.deps import (
     require_api_key,
 )
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
-from api.idempotency import require_same_request
+from api.idempotency import require_same_request, uuid_for
 from api.inbound import accept_event
 from api.pagination import newest_first_page, page
 from api.schemas.inbound import InboundAccepted
@@ -72,9 +72,7 @@ _ID_NAMESPACE = uuid.UUID("6f1c9b3e-5a7d-4c2e-9b8f-0d3e2a1c4b5f")
 
 
 def payment_id_for(idempotency_key: str | None) -> str:
-    if idempotency_key:
-        return str(uuid.uuid5(_ID_NAMESPACE, idempotency_key))
-    return str(uuid.uuid4())
+    return uuid_for(_ID_NAMESPACE, idempotency_key)
 
 
 def _answer(view: PaymentView) -> dict[str, Any]:
