@@ -12,6 +12,12 @@ Guarantees:
 - a delivery is attempted only under a lease, so two workers never attempt it at
   once; a worker that dies loses its leases and the deliveries are claimed again
   (at least once; receivers dedupe on `webhook-id`);
+- a pump's leases name it (`LeaseOwner`: its activity and attempt). When its worker
+  dies, Temporal retries the pump once its heartbeat times out, and the new attempt
+  first takes back the leases of the lost one: their deliveries are sent again at
+  once (not when the lease runs out), each once, and the lost attempt is listed as
+  one whose outcome is unknown. Each recovery is logged as a warning and counted in
+  the worker's metrics (`relay_webhook_*`, see docs/webhooks.md);
 - retries are handed to the dispatcher workflow's durable timers (a signal); when
   that hand-over is lost the database sweep still finds them.
 """
@@ -50,7 +56,7 @@ from relay.webhooks.contracts import (
     RetryBatchResult,
 )
 from relay.webhooks.endpoints import open_headers
-from relay.webhooks.outbox import Claim, Outcome, Recorded, Reschedule
+from relay.webhooks.outbox import Claim, LeaseOwner, Outcome, Recorded, Reschedule
 from relay.webhooks.policy import RetryPolicy
 from relay.webhooks.sender import attempt, event_body, make_session
 from relay.webhooks.signing import signing_keys
@@ -63,6 +69,32 @@ PER_ENDPOINT_CONCURRENCY = 64
 # How long finished attempts may wait before they are recorded in one batch.
 FLUSH_INTERVAL_SECONDS = 0.05
 HAND_OVER_INTERVAL_SECONDS = 1.0
+# The pump records its liveness this often (Temporal throttles what it sends to 0.8x the
+# heartbeat timeout); a loop later than half the timeout is logged, as it risks a false
+# "lost" verdict.
+HEARTBEAT_EVERY_SECONDS = 0.25
+
+# Counters in the worker's metrics (the Temporal runtime's; WORKER_METRICS_PORT serves them).
+METRIC_LEASES_RECLAIMED = "relay_webhook_leases_reclaimed"
+METRIC_PUMP_HEARTBEAT_LOST = "relay_webhook_pump_heartbeat_lost"
+METRIC_DELIVERIES_RESENT = "relay_webhook_deliveries_resent"
+# The longest the running pump's loop went between two heartbeats: the headroom left
+# under the heartbeat timeout on a loaded machine.
+METRIC_HEARTBEAT_GAP = "relay_webhook_pump_heartbeat_gap_seconds"
+
+
+RESENT_DESCRIPTION = "Deliveries sent again because a lost worker never recorded their attempt"
+
+
+def _count(name: str, description: str, value: int) -> None:
+    if value > 0:
+        activity.metric_meter().create_counter(name, description).add(value)
+
+
+def _lease_owner() -> LeaseOwner:
+    """This activity attempt: `{workflow id}/{run id}/{activity id}` and the attempt."""
+    info = activity.info()
+    return LeaseOwner(f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}", info.attempt)
 
 
 class WebhookActivities:
@@ -169,6 +201,37 @@ class WebhookActivities:
                 outbox.release_timers, self._engine, [r.delivery_id for r in reschedules]
             )
 
+    async def _take_over(self, owner: LeaseOwner) -> int:
+        """A retried pump: report the lost attempt and take back the leases it held."""
+        info = activity.info()
+        last_beat = info.heartbeat_details[0] if info.heartbeat_details else None
+        timeout = info.heartbeat_timeout.total_seconds() if info.heartbeat_timeout else None
+        silent = time.time() - last_beat if isinstance(last_beat, int | float) else None
+        if timeout and silent is not None and silent >= timeout:
+            activity.logger.warning(
+                "webhook pump attempt %d lost its heartbeat (silent %.1fs, timeout %.1fs); "
+                "taking over its leases",
+                info.attempt - 1,
+                silent,
+                timeout,
+            )
+            _count(METRIC_PUMP_HEARTBEAT_LOST, "Webhook pump attempts that lost their heartbeat", 1)
+        reclaimed = await asyncio.to_thread(outbox.take_over_leases, self._engine, owner)
+        if reclaimed:
+            activity.logger.warning(
+                "webhook pump attempt %d reclaimed %d leases of earlier attempts; "
+                "their deliveries are sent again now",
+                owner.attempt,
+                reclaimed,
+            )
+            _count(
+                METRIC_LEASES_RECLAIMED,
+                "Delivery leases a retried pump took back from its lost attempt",
+                reclaimed,
+            )
+            _count(METRIC_DELIVERIES_RESENT, RESENT_DESCRIPTION, reclaimed)
+        return reclaimed
+
     # --- activities ------------------------------------------------------------------
 
     @activity.defn
@@ -181,8 +244,18 @@ class WebhookActivities:
         """
         settings = self._settings
         result = PumpResult()
+        owner = _lease_owner()
+        if owner.attempt > 1:
+            await self._take_over(owner)
         deadline = time.monotonic() + params.budget_seconds
-        in_flight: set[asyncio.Task[None]] = set()
+        last_beat = time.monotonic() - HEARTBEAT_EVERY_SECONDS
+        info = activity.info()
+        late_after = info.heartbeat_timeout.total_seconds() / 2 if info.heartbeat_timeout else None
+        longest_gap = 0.0
+        gap_gauge = activity.metric_meter().create_gauge_float(
+            METRIC_HEARTBEAT_GAP, "Longest wait between two heartbeats of the running pump", "s"
+        )
+        in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
         per_endpoint: Counter[uuid.UUID] = Counter()
         finished: list[Outcome] = []
         last_flush = time.monotonic()
@@ -221,7 +294,21 @@ class WebhookActivities:
 
         try:
             while True:
-                activity.heartbeat()
+                since_beat = time.monotonic() - last_beat
+                if since_beat >= HEARTBEAT_EVERY_SECONDS:
+                    if since_beat > longest_gap:
+                        longest_gap = since_beat
+                        gap_gauge.set(since_beat)
+                    if late_after and since_beat >= late_after:
+                        activity.logger.warning(
+                            "webhook pump heartbeat %.1fs late (the heartbeat timeout is %.1fs)",
+                            since_beat,
+                            2 * late_after,
+                        )
+                    # The wall-clock time of the beat: a retried attempt reads it to tell
+                    # how long its predecessor was silent.
+                    activity.heartbeat(time.time())
+                    last_beat = time.monotonic()
                 claiming = time.monotonic() < deadline and not activity.is_worker_shutdown()
                 free = concurrency - len(in_flight)
                 claimed = 0
@@ -235,13 +322,21 @@ class WebhookActivities:
                         limit=min(settings.webhook_batch_size, free),
                         sweep_grace=settings.webhook_sweep_grace,
                         busy_endpoints=busy,
+                        owner=owner,
                     )
+                    if claim.resent:
+                        # Leases that ran out on a worker that never recorded them.
+                        activity.logger.warning(
+                            "webhook pump re-sends %d deliveries whose lease ran out unrecorded",
+                            claim.resent,
+                        )
+                    _count(METRIC_DELIVERIES_RESENT, RESENT_DESCRIPTION, claim.resent)
                     prepared = self._prepare(claim)
                     for job in claim.jobs:
                         per_endpoint[job.endpoint.id] += 1
                         task = asyncio.create_task(run(job, *prepared[job.delivery_id]))
-                        in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
+                        in_flight[task] = job.delivery_id
+                        task.add_done_callback(lambda done: in_flight.pop(done, None))
                     claimed = len(claim.jobs)
                 if recording is not None and recording.done():
                     recording.result()  # a failed recording fails the pump (Temporal retries it)
@@ -278,15 +373,31 @@ class WebhookActivities:
                         await asyncio.wait_for(wake.wait(), timeout=FLUSH_INTERVAL_SECONDS)
                 elif not claimed:
                     await asyncio.sleep(params.poll_seconds)
+        except Exception:
+            # A failed pump (a recording that failed, say) stops its requests too: the next
+            # attempt takes their leases over at once, and nothing may still be sending them.
+            abandoned = [delivery for task, delivery in in_flight.items() if not task.done()]
+            for task in list(in_flight):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(outbox.release_lost, self._engine, owner, abandoned)
+            raise
         except asyncio.CancelledError:
-            # Cancelled (worker shutdown past its grace): what finished is recorded;
-            # what is still in flight keeps its lease and is claimed again later.
-            for task in in_flight:
+            # Cancelled (worker shutdown past its grace, or Temporal gave this attempt up):
+            # what finished is recorded; what is still in flight may or may not have
+            # reached its endpoint, so it is recorded as such and its lease freed for the
+            # next claim.
+            abandoned = [delivery for task, delivery in in_flight.items() if not task.done()]
+            for task in list(in_flight):
                 task.cancel()
             if recording is not None:
                 await asyncio.shield(asyncio.wait([recording]))
             if finished:
                 await asyncio.shield(self._record(finished[:], timer_held=False))
+            if abandoned:
+                await asyncio.shield(
+                    asyncio.to_thread(outbox.release_lost, self._engine, owner, abandoned)
+                )
             if held_back:
                 # Nobody will signal these: the sweep takes them as soon as they are due.
                 await asyncio.shield(

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.webhooks import WebhookActivities
     from relay.webhooks.contracts import (
         HOLD_RETRIES_SIGNAL,
+        LEGACY_PUMP_HEARTBEAT_SECONDS,
         PUMP_HEARTBEAT_SECONDS,
         AttemptResult,
         HeldRetry,
@@ -52,10 +53,17 @@ PUMP_HEARTBEAT_TIMEOUT = timedelta(seconds=PUMP_HEARTBEAT_SECONDS)
 PUMP_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
+# A lost pump is retried within 2 s however often it was lost (a retry costs one query).
+PUMP_RECOVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=2)
+)
 RETRY_BATCH_TIMEOUT = timedelta(minutes=5)
 RETRY_BATCH_HEARTBEAT = timedelta(seconds=30)
 MANUAL_RETRY_TIMEOUT = timedelta(minutes=2)
 MANUAL_RETRY = RetryPolicy(maximum_attempts=2)
+# Dispatchers that run from before the short pump heartbeat move to it (their input,
+# carried across continue-as-new, still says the old default).
+SHORT_PUMP_HEARTBEAT_PATCH = "short-pump-heartbeat"
 
 
 @workflow.defn
@@ -124,8 +132,18 @@ class WebhookDispatchWorkflow:
 
     # --- the loop -------------------------------------------------------------------------
 
+    def _pump_recovery(self) -> tuple[timedelta, RetryPolicy]:
+        """The pump's heartbeat timeout and retry policy."""
+        seconds = self._params.pump_heartbeat_seconds
+        if not workflow.patched(SHORT_PUMP_HEARTBEAT_PATCH):
+            return timedelta(seconds=seconds), PUMP_RETRY
+        if seconds == LEGACY_PUMP_HEARTBEAT_SECONDS:
+            seconds = PUMP_HEARTBEAT_SECONDS
+        return timedelta(seconds=seconds), PUMP_RECOVERY_RETRY
+
     def _pump(self) -> asyncio.Task[PumpResult]:
         params = self._params
+        heartbeat_timeout, retry_policy = self._pump_recovery()
         return asyncio.create_task(
             workflow.execute_activity_method(
                 WebhookActivities.pump_deliveries,
@@ -137,8 +155,8 @@ class WebhookDispatchWorkflow:
                 start_to_close_timeout=timedelta(
                     seconds=params.pump_budget_seconds + 2 * params.attempt_timeout_seconds + 60
                 ),
-                heartbeat_timeout=timedelta(seconds=params.pump_heartbeat_seconds),
-                retry_policy=PUMP_RETRY,
+                heartbeat_timeout=heartbeat_timeout,
+                retry_policy=retry_policy,
             )
         )
 

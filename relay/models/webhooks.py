@@ -92,7 +92,11 @@ class WebhookDelivery(SQLModel, table=True):
 
     `attempts` numbers every attempt (scheduled or manual); `scheduled_attempts`
     counts the scheduled ones, which is what the retry schedule is indexed by.
-    `claimed_until` is the lease of the worker delivering it; `timer_held` says a
+    `claimed_until` is the lease of the worker delivering it; `lease_owner` and
+    `lease_attempt` name the activity attempt that holds it (a dispatcher shard's pump,
+    `{workflow id}/{run id}/{activity id}`, and its Temporal attempt), so that the next
+    attempt of the same activity takes back a lost attempt's leases at once instead of
+    waiting for them to run out. `timer_held` says a
     dispatcher holds a Temporal timer for `next_attempt_at`, so the database sweep
     only takes it when well overdue.
     """
@@ -117,6 +121,8 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     timer_held: bool = False
     claimed_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    lease_owner: str | None = Field(default=None, max_length=300, index=True)
+    lease_attempt: int | None = None
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, max_length=1000)
     delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

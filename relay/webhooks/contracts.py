@@ -27,7 +27,13 @@ class AttemptTrigger(StrEnum):
 WORKFLOW_ID = "webhook-dispatch"
 DEFAULT_TASK_QUEUE = "relay"
 MAX_PUMPS_PER_RUN = 200
-PUMP_HEARTBEAT_SECONDS = 20.0
+# A dead worker's pump is retried elsewhere this long after its last heartbeat, so
+# delivery resumes within seconds of a crash. Temporal sends heartbeats every 0.8x of it:
+# a pump loop late by more than ~1 s is taken for lost (it then loses nothing: the next
+# attempt takes its leases back). Measured in docs/benchmarks.md.
+PUMP_HEARTBEAT_SECONDS = 5.0
+# What dispatchers started before that were given, and carry across continue-as-new.
+LEGACY_PUMP_HEARTBEAT_SECONDS = 20.0
 HOLD_RETRIES_SIGNAL = "hold_retries"
 
 

@@ -2,7 +2,13 @@
 
 Claims are leases (`claimed_until`): a worker that dies mid-delivery loses its
 lease and another worker claims the delivery again, so every delivery completes at
-least once. A claim is one guarded `UPDATE … WHERE <still claimable> RETURNING`,
+least once. A lease names its owner (`lease_owner`: the activity that claimed it,
+`lease_attempt`: which Temporal attempt of it), so the next attempt of that same
+activity takes back a lost attempt's leases at once (`take_over_leases`) instead of
+waiting for them to run out. An attempt that was numbered but never recorded (its
+worker died with the request in flight) is recorded as an attempt whose outcome is
+unknown (`LOST_ATTEMPT_ERROR`) when its delivery is taken over, so a delivery's
+attempts always list every number its `attempts` count gave out. A claim is one guarded `UPDATE … WHERE <still claimable> RETURNING`,
 which is race-free on both databases; on PostgreSQL the candidates are picked
 `FOR UPDATE SKIP LOCKED` so concurrent dispatchers never wait on each other.
 
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 
 from relay.db import as_utc
@@ -46,6 +52,10 @@ WEBHOOK_FAILED = "webhook.failed"
 ENDPOINT_DISABLED = "endpoint.disabled"
 # Events about delivery itself never cause more of themselves (no failure ping-pong).
 OPERATIONAL_EVENTS = frozenset({WEBHOOK_FAILED, ENDPOINT_DISABLED})
+# The error of an attempt whose request may or may not have reached the endpoint: its
+# worker was lost before recording it. The real outcome replaces it if that worker
+# turns out to be alive and records it after all.
+LOST_ATTEMPT_ERROR = "outcome unknown: the worker making this attempt was lost"
 RESPONSE_BODY_LIMIT = 4096
 ERROR_LIMIT = 1000
 _RATE_RESERVE_TRIES = 3
@@ -83,10 +93,25 @@ class EventBody:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class LeaseOwner:
+    """Who holds a lease: one activity (`key`, the same for all its attempts) and its attempt.
+
+    Temporal runs one attempt of an activity at a time and starts attempt n+1 only once
+    it has given attempt n up, so attempt n+1 may take attempt n's leases back.
+    """
+
+    key: str
+    attempt: int
+
+
 @dataclass
 class Claim:
     jobs: list[Job] = field(default_factory=list)
     events: dict[uuid.UUID, EventBody] = field(default_factory=dict)
+    # Claimed deliveries whose previous attempt was never recorded (a lost worker): this
+    # claim sends them again.
+    resent: int = 0
 
 
 @dataclass
@@ -214,6 +239,107 @@ def _fail_inactive(connection: Connection, ids: Sequence[uuid.UUID], now: dateti
         )
 
 
+def _record_lost(connection: Connection, ids: Sequence[uuid.UUID]) -> int:
+    """Record every numbered attempt of these deliveries that has no record yet as lost.
+
+    Returns how many deliveries had one. The lost attempt's start is the delivery's last
+    change, which is when it was claimed.
+    """
+    if not ids:
+        return 0
+    rows = connection.execute(
+        select(D.c.id, D.c.attempts, D.c.updated_at, E.c.url)
+        .join(E, E.c.id == D.c.endpoint_id)
+        .where(D.c.id.in_(ids))
+    ).all()
+    recorded = {
+        (row.delivery_id, row.attempt)
+        for row in connection.execute(
+            select(A.c.delivery_id, A.c.attempt).where(A.c.delivery_id.in_(ids))
+        )
+    }
+    lost: list[dict[str, Any]] = []
+    deliveries = 0
+    for row in rows:
+        missing = [n for n in range(1, row.attempts + 1) if (row.id, n) not in recorded]
+        deliveries += bool(missing)
+        lost.extend(
+            {
+                "id": uuid.uuid4(),
+                "delivery_id": row.id,
+                "attempt": n,
+                "trigger": AttemptTrigger.SCHEDULED.value,
+                "url": row.url,
+                "started_at": as_utc(row.updated_at),
+                "duration_ms": 0,
+                "status_code": None,
+                "response_body": None,
+                "error": LOST_ATTEMPT_ERROR,
+            }
+            for n in missing
+        )
+    if lost:
+        connection.execute(insert(A), lost)
+    return deliveries
+
+
+def take_over_leases(engine: Engine, owner: LeaseOwner) -> int:
+    """Free the leases earlier attempts of `owner`'s activity still hold; returns how many.
+
+    Only the same activity's earlier attempts: Temporal gave them up before it started
+    this one, while a lease of any other activity (another shard, a later attempt, a
+    retry batch) belongs to someone who may be alive and is left to run out. Their
+    unrecorded attempts are recorded as lost, and the deliveries are claimable at once.
+    """
+    if owner.attempt <= 1:
+        return 0
+    with transaction(engine) as connection:
+        query = select(D.c.id).where(
+            D.c.lease_owner == owner.key,
+            D.c.lease_attempt < owner.attempt,
+            D.c.claimed_until.is_not(None),
+            D.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value]),
+        )
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(of=D)
+        ids = [row.id for row in connection.execute(query)]
+        return _release(connection, ids)
+
+
+def release_lost(engine: Engine, owner: LeaseOwner, ids: Sequence[uuid.UUID]) -> int:
+    """Give up `owner`'s leases whose requests were abandoned in flight (a cancelled pump).
+
+    A lease a later attempt has taken over meanwhile is that attempt's: left alone.
+    """
+    if not ids:
+        return 0
+    with transaction(engine) as connection:
+        query = select(D.c.id).where(
+            D.c.id.in_(ids),
+            D.c.lease_owner == owner.key,
+            D.c.lease_attempt == owner.attempt,
+            D.c.claimed_until.is_not(None),
+        )
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(of=D)
+        return _release(connection, [row.id for row in connection.execute(query)])
+
+
+def _release(connection: Connection, ids: Sequence[uuid.UUID]) -> int:
+    if not ids:
+        return 0
+    _record_lost(connection, ids)
+    return connection.execute(
+        update(D)
+        .where(
+            D.c.id.in_(ids),
+            D.c.claimed_until.is_not(None),
+            D.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value]),
+        )
+        .values(claimed_until=None, lease_owner=None, lease_attempt=None)
+    ).rowcount
+
+
 def _finish_claim(
     connection: Connection,
     candidates: list[tuple[uuid.UUID, uuid.UUID]],
@@ -222,6 +348,7 @@ def _finish_claim(
     now: datetime,
     lease_until: datetime,
     trigger: AttemptTrigger,
+    owner: LeaseOwner | None = None,
 ) -> Claim:
     """Drop inactive endpoints' deliveries, apply rate limits, then take the leases."""
     if not candidates:
@@ -242,8 +369,18 @@ def _finish_claim(
         chosen.extend(ids[:allowed])
     if not chosen:
         return Claim()
+    # A lease that ran out without being recorded or released: its attempt was lost.
+    expired = [
+        row.id
+        for row in connection.execute(
+            select(D.c.id).where(D.c.id.in_(chosen), D.c.claimed_until.is_not(None), condition)
+        )
+    ]
+    resent = _record_lost(connection, expired)
     values: dict[str, Any] = {
         "claimed_until": lease_until,
+        "lease_owner": owner.key if owner else None,
+        "lease_attempt": owner.attempt if owner else None,
         "attempts": D.c.attempts + 1,
         "updated_at": now,
     }
@@ -252,7 +389,7 @@ def _finish_claim(
     rows = connection.execute(
         update(D).where(D.c.id.in_(chosen), condition).values(**values).returning(*_ATTEMPT_COLUMNS)
     ).all()
-    claim = Claim()
+    claim = Claim(resent=resent)
     claim.events = _load_events(connection, {row.event_id for row in rows})
     claim.jobs = [
         Job(
@@ -278,6 +415,7 @@ def claim_due(
     limit: int,
     sweep_grace: timedelta,
     busy_endpoints: Sequence[uuid.UUID] = (),
+    owner: LeaseOwner | None = None,
 ) -> Claim:
     """Lease up to `limit` due deliveries: new ones, and retries nobody holds a timer for.
 
@@ -321,6 +459,7 @@ def claim_due(
             now=now,
             lease_until=now + lease,
             trigger=AttemptTrigger.SCHEDULED,
+            owner=owner,
         )
 
 
@@ -330,6 +469,7 @@ def claim_retries(
     *,
     now: datetime,
     lease: timedelta,
+    owner: LeaseOwner | None = None,
 ) -> tuple[Claim, list[uuid.UUID]]:
     """Lease the retries a timer fired for: `(delivery id, scheduled attempts so far)`.
 
@@ -361,8 +501,10 @@ def claim_retries(
                 now=now,
                 lease_until=now + lease,
                 trigger=AttemptTrigger.SCHEDULED,
+                owner=owner,
             )
             claim.jobs.extend(part.jobs)
+            claim.resent += part.resent
             claim.events.update(part.events)
             claimed = {job.delivery_id for job in part.jobs}
             deferred.extend(d for d, _ in candidates if d not in claimed)
@@ -428,6 +570,16 @@ def record_outcomes(
     if not outcomes:
         return recorded
     with transaction(engine) as connection:
+        # A worker taken for lost that was alive after all: its real outcome replaces the
+        # "outcome unknown" its successor recorded for it.
+        connection.execute(
+            delete(A).where(
+                tuple_(A.c.delivery_id, A.c.attempt).in_(
+                    [(o.job.delivery_id, o.job.attempt) for o in outcomes]
+                ),
+                A.c.error == LOST_ATTEMPT_ERROR,
+            )
+        )
         connection.execute(
             insert(A),
             [
@@ -494,7 +646,8 @@ def record_outcomes(
                 .where(D.c.id.in_(ids))
                 .values(
                     status=DeliveryStatus.DELIVERED.value,
-                    delivered_at=now,
+                    # A late duplicate success does not move the first one.
+                    delivered_at=func.coalesce(D.c.delivered_at, now),
                     last_status_code=status_code,
                     last_error=None,
                     claimed_until=None,
@@ -555,9 +708,10 @@ def record_outcomes(
                     Reschedule(job.delivery_id, job.scheduled_attempts, due)
                 )
         if changes:
+            # A failure never overwrites a success another attempt already recorded.
             connection.execute(
                 update(D)
-                .where(D.c.id == bindparam("b_id"))
+                .where(D.c.id == bindparam("b_id"), D.c.status != DeliveryStatus.DELIVERED.value)
                 .values(
                     status=bindparam("b_status"),
                     next_attempt_at=bindparam("b_next"),

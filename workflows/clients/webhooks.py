@@ -22,7 +22,7 @@ def dispatcher_input(settings: Settings, shard: int) -> WebhookDispatchInput:
     return WebhookDispatchInput(
         shard=shard,
         pump_poll_seconds=settings.webhook_poll_interval.total_seconds(),
-        # A dead worker's deliveries come back when its lease ends; its pump should too.
+        # Short, so a dead worker's pump is retried (and takes its leases back) within seconds.
         pump_heartbeat_seconds=min(PUMP_HEARTBEAT_SECONDS, settings.webhook_lease.total_seconds()),
         attempt_timeout_seconds=settings.webhook_timeout.total_seconds(),
     )
