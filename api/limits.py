@@ -14,8 +14,8 @@ A refusal is 413 with Relay's envelope (`PAYLOAD_TOO_LARGE`, the cap in `details
 server discards whatever of the body still arrives. The caps come from settings:
 `API_MAX_BODY_BYTES` everywhere, `CODEC_MAX_BODY_BYTES` under `/codec`, and
 `WEBHOOK_MAX_PAYLOAD_BYTES` plus envelope headroom for `POST /v1/events` (whose route
-checks the exact limit again), and 16 MiB for the bulk notification sends and SendGrid's
-Event Webhook (docs/notifications.md).
+checks the exact limit again), and 16 MiB for `POST /v1/events/batch`, the bulk
+notification sends and SendGrid's Event Webhook (docs/notifications.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ EVENT_ENVELOPE_HEADROOM = 16 * 1024
 
 # Bulk sends carry up to 10,000 recipients with their template data, and SendGrid batches
 # many events into one Event Webhook POST: both outgrow the 1 MiB default by design.
-BULK_PATHS = ("/v1/notifications/email/bulk", "/v1/notifications/sms/bulk")
+BULK_PATHS = (
+    "/v1/notifications/email/bulk",
+    "/v1/notifications/sms/bulk",
+    "/v1/events/batch",  # up to 1,000 events; each one's data is checked on its own
+)
 SENDGRID_EVENTS_PATH = "/webhooks/sendgrid/events"
 BULK_MAX_BODY_BYTES = 16 * 1024 * 1024
 

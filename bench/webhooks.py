@@ -11,6 +11,8 @@ Shapes:
   fan-out      50 endpoints all subscribed, 200 events (10,000 deliveries)
   many-small   10 endpoints, 2,000 events each for exactly one endpoint (20,000)
   scaling      many-small with 100, 1,000 and 10,000 events in all
+  batch        10 endpoints, 10,000 events each for one endpoint, published through
+               POST /v1/events/batch 1,000 at a time (latency from the batch's POST)
 
 Run with `make bench-webhooks` (never part of the test suite). Bounded: every wait
 has a deadline, and every process it starts is stopped at the end.
@@ -43,6 +45,8 @@ from relay.db import make_engine
 from relay.migrate import upgrade
 
 PLAIN_CONCURRENCY = 50
+BATCH_SIZE = 1000
+BATCH_CONCURRENCY = 2
 DEADLINE_SECONDS = 300
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -217,6 +221,7 @@ async def run_shape(
     fan_out: bool,
     concurrency: int,
     tag: str,
+    batch: int = 0,
 ) -> Figure:
     for n in range(endpoints):
         pattern = f"{tag}.*" if fan_out else f"{tag}.e{n}"
@@ -229,18 +234,33 @@ async def run_shape(
     posted: dict[int, float] = {}
     sequence = iter(range(events))
 
+    def event_type(seq: int) -> str:
+        return f"{tag}.created" if fan_out else f"{tag}.e{seq % endpoints}"
+
     async def publisher() -> None:
         for seq in sequence:
-            event_type = f"{tag}.created" if fan_out else f"{tag}.e{seq % endpoints}"
             posted[seq] = time.monotonic()
             async with api.post(
-                "/v1/events", json={"type": event_type, "data": {"seq": seq}}
+                "/v1/events", json={"type": event_type(seq), "data": {"seq": seq}}
             ) as response:
                 if response.status != 202:
                     raise RuntimeError(f"publish failed: {response.status} {await response.text()}")
 
+    async def batch_publisher() -> None:
+        # Each task takes the next `batch` sequence numbers from the shared iterator.
+        while chunk := [seq for _, seq in zip(range(batch), sequence, strict=False)]:
+            now = time.monotonic()
+            posted.update((seq, now) for seq in chunk)
+            body = {"events": [{"type": event_type(seq), "data": {"seq": seq}} for seq in chunk]}
+            async with api.post("/v1/events/batch", json=body) as response:
+                answer = await response.json()
+                if response.status != 202 or answer["data"]["refused"]:
+                    raise RuntimeError(f"batch failed: {response.status} {answer}")
+
     started = time.monotonic()
-    await asyncio.gather(*(publisher() for _ in range(concurrency)))
+    await asyncio.gather(
+        *((batch_publisher() if batch else publisher()) for _ in range(concurrency))
+    )
     await asyncio.wait_for(receiver.waiter.wait(), timeout=DEADLINE_SECONDS)
     finished = max(at for at, _ in receiver.first.values())
     latencies = sorted((at - posted[seq]) * 1000 for at, seq in receiver.first.values())
@@ -289,16 +309,18 @@ async def main(args: argparse.Namespace) -> list[Figure]:
                 tag="warm",
             )
             plan = [
-                ("fan-out", 50, 200, True, 10),
-                ("many-small", 10, 20_000 // args.scale, False, PLAIN_CONCURRENCY),
+                ("fan-out", 50, 200, True, 10, 0),
+                ("many-small", 10, 20_000 // args.scale, False, PLAIN_CONCURRENCY, 0),
+                ("batch", 10, 10_000, False, BATCH_CONCURRENCY, BATCH_SIZE),
             ]
             if not args.skip_scaling:
                 plan += [
-                    (f"scaling-{n}", 1, n, False, PLAIN_CONCURRENCY) for n in (100, 1_000, 10_000)
+                    (f"scaling-{n}", 1, n, False, PLAIN_CONCURRENCY, 0)
+                    for n in (100, 1_000, 10_000)
                 ]
             if args.only:
                 plan = [step for step in plan if step[0] == args.only]
-            for index, (shape, endpoints, events, fan_out, concurrency) in enumerate(plan):
+            for index, (shape, endpoints, events, fan_out, concurrency, batch) in enumerate(plan):
                 figure = await run_shape(
                     api,
                     receiver,
@@ -309,6 +331,7 @@ async def main(args: argparse.Namespace) -> list[Figure]:
                     fan_out=fan_out,
                     concurrency=concurrency,
                     tag=f"s{index}",
+                    batch=batch,
                 )
                 figure.plain_per_second = round(
                     await plain_rate(f"{receiver_url}/plain", figure.deliveries), 1

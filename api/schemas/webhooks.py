@@ -163,6 +163,42 @@ class EventAccepted(ApiModel):
     duplicate: bool = Field(description="True when the idempotency key was seen already.")
 
 
+MAX_BATCH_EVENTS = 1000
+
+
+class EventBatchCreate(ApiModel):
+    # Each item is checked on its own (EventCreate), so one bad event gets its own error
+    # in the answer instead of refusing the batch.
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_EVENTS,
+        description="Up to 1,000 events, each `{type, data, idempotencyKey?}` as for "
+        "POST /v1/events.",
+    )
+
+
+class EventRefused(ApiModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class EventBatchResult(ApiModel):
+    index: int
+    event_id: uuid.UUID | None = None
+    endpoints: int | None = None
+    duplicate: bool | None = None
+    error: EventRefused | None = Field(
+        default=None, description="Why this event was refused; nothing of it was stored."
+    )
+
+
+class EventBatchAccepted(ApiModel):
+    accepted: int
+    refused: int
+    results: list[EventBatchResult] = Field(description="One per event, in request order.")
+
+
 # --- deliveries and attempts ----------------------------------------------------------------
 
 
