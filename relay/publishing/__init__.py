@@ -1,0 +1,1 @@
+"""Publishing: one adapter per platform behind one interface (relay.publishing.adapters)."""
