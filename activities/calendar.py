@@ -1,4 +1,5 @@
-"""The scheduled meeting's side effects: Zoom (server-to-server), the Google Calendar event
+"""The scheduled meeting's side effects: Zoom (server-to-server, or the user's `zoom`
+connection when the meeting names one), the Google Calendar event
 (acting with the user's connection), the meetings read model, reminders through the
 notifications capability, and `meeting.recording_ready` through outgoing webhooks.
 
@@ -31,7 +32,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from relay.calendar import repository
-from relay.calendar.access import GoogleAccess, application_error
+from relay.calendar.access import GoogleAccess, ZoomAccess, application_error
 from relay.calendar.contracts import (
     RECORDING_READY_EVENT,
     BookCalendarEvent,
@@ -146,6 +147,13 @@ class CalendarActivities:
             refresh=self._refresh_connection,
             api_base=settings.google_api_base,
         )
+        self._zoom_access = ZoomAccess(
+            engine=self._google.engine,
+            keyring=keyring,
+            catalog=self._google.catalog,
+            refresh=self._refresh_connection,
+            api_base=settings.zoom_api_base,
+        )
 
     @classmethod
     def from_context(cls, context: WorkerContext) -> CalendarActivities:
@@ -190,9 +198,20 @@ class CalendarActivities:
             )
         return self._zoom
 
-    async def _zoom_call(self, call: Callable[[ZoomClient], Awaitable[T]]) -> T:
+    async def _zoom_call(
+        self,
+        call: Callable[[ZoomClient], Awaitable[T]],
+        zoom_integration_id: str | None = None,
+    ) -> T:
+        """`call` with the user's `zoom` connection when one is named, else server-to-server."""
         try:
-            return await call(self._zoom_client())
+            if zoom_integration_id is None:
+                return await call(self._zoom_client())
+            key = _integration_key(zoom_integration_id)
+            try:
+                return await self._zoom_access.call(key, call)
+            except RelayError as error:
+                raise application_error(error) from None
         except ZoomApiError as exc:
             raise zoom_failure(exc) from None
         except ApplicationError:
@@ -219,15 +238,7 @@ class CalendarActivities:
             ) from None
 
     async def _google_call(self, integration_id: str, action: Callable[[GoogleCalendar], T]) -> T:
-        try:
-            key = uuid.UUID(integration_id)
-        except ValueError:
-            raise ApplicationError(
-                "no such integration",
-                {"integrationId": integration_id},
-                type=ErrorCode.INTEGRATION_NOT_FOUND.value,
-                non_retryable=True,
-            ) from None
+        key = _integration_key(integration_id)
         try:
             return await self._google.call(key, action)
         except RelayError as error:
@@ -280,7 +291,9 @@ class CalendarActivities:
             ) from None
 
         async def create() -> dict[str, Any]:
-            created = await self._zoom_call(lambda zoom: zoom.create_meeting(body))
+            created = await self._zoom_call(
+                lambda zoom: zoom.create_meeting(body), request.zoom_integration_id
+            )
             zoom_id = str(created["id"])
             join_url = str(created.get("join_url") or "")
             await self._db(
@@ -317,12 +330,17 @@ class CalendarActivities:
             agenda=change.agenda,
         )
         if body:
-            await self._zoom_call(lambda zoom: zoom.update_meeting(params.zoom_meeting_id, body))
+            await self._zoom_call(
+                lambda zoom: zoom.update_meeting(params.zoom_meeting_id, body),
+                params.zoom_integration_id,
+            )
 
     @activity.defn
     async def delete_zoom_meeting(self, params: DeleteZoomMeeting) -> bool:
         """True when deleted now, False when Zoom no longer had it."""
-        return await self._zoom_call(lambda zoom: zoom.delete_meeting(params.zoom_meeting_id))
+        return await self._zoom_call(
+            lambda zoom: zoom.delete_meeting(params.zoom_meeting_id), params.zoom_integration_id
+        )
 
     # --- Google Calendar -------------------------------------------------------------------
 
@@ -437,7 +455,9 @@ class CalendarActivities:
     async def publish_meeting_recording(self, params: PublishRecording) -> RecordingLinks:
         """Re-reads the recording from Zoom (the webhook is only a trigger), keeps its links
         in the read model and publishes `meeting.recording_ready` once per recording."""
-        recording = await self._zoom_call(lambda zoom: zoom.recordings(params.zoom_meeting_id))
+        recording = await self._zoom_call(
+            lambda zoom: zoom.recordings(params.zoom_meeting_id), params.zoom_integration_id
+        )
         if recording is None:
             return RecordingLinks(found=False)
         stored = recording_links(recording)
@@ -457,6 +477,18 @@ class CalendarActivities:
             )
         )
         return RecordingLinks(found=True, files=len(stored["files"]))
+
+
+def _integration_key(integration_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(integration_id)
+    except ValueError:
+        raise ApplicationError(
+            "no such integration",
+            {"integrationId": integration_id},
+            type=ErrorCode.INTEGRATION_NOT_FOUND.value,
+            non_retryable=True,
+        ) from None
 
 
 def _reminder_messages(params: SendReminder) -> list[NewMessage]:

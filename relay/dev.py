@@ -280,9 +280,10 @@ def _calendar_sandboxes(
     oauth = oauth_sandbox.plan(settings)
     google_calendar = google_calendar_sandbox.plan(settings)
     zoom = zoom_sandbox.plan(settings)
-    if oauth is not None and google_calendar is not None:
-        # Registered on the command line, so a restarted OAuth sandbox registers it again.
-        oauth.token_sinks = (google_calendar.token_sink,)
+    # Registered on the command line, so a restarted OAuth sandbox registers them again.
+    sinks = [sandbox.token_sink for sandbox in (google_calendar, zoom) if sandbox is not None]
+    if oauth is not None and sinks:
+        oauth.token_sinks = tuple(sinks)
     if oauth is not None and zoom is not None and "zoom" in oauth.stands_in_for():
         # ZOOM_CLIENT_ID / ZOOM_CLIENT_SECRET name both server-to-server Zoom and the
         # catalog's `zoom` OAuth client: one pair, so both sandboxes accept the same one.

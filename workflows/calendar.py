@@ -15,6 +15,10 @@ closed END_GRACE after its scheduled end. A Zoom event for a meeting whose run h
 starts a recovering run (`MeetingInput.recover`) that loads the meeting from the database,
 applies the event and ends the same way. History stays small (a handful of activities per
 meeting), so the workflow never continues as new.
+
+Zoom is called with the server-to-server app, or with the user's `zoom` connection when the
+create named one (`zoom_integration_id`, carried into every Zoom activity's input: an id,
+never a token). Carrying it changes no command, so no `workflow.patched` is needed.
 """
 
 from __future__ import annotations
@@ -312,6 +316,7 @@ class MeetingWorkflow:
                     meeting_id=state.meeting_id,
                     zoom_meeting_id=state.zoom_meeting_id,
                     user_id=state.user_id,
+                    zoom_integration_id=state.zoom_integration_id,
                 ),
                 start_to_close_timeout=PROVIDER_TIMEOUT,
                 retry_policy=BOOKING_RETRY,
@@ -342,6 +347,7 @@ class MeetingWorkflow:
             state.user_id = request.user_id
             state.attendees = list(request.attendees)
             state.integration_id = request.integration_id
+            state.zoom_integration_id = request.zoom_integration_id
             state.calendar_id = request.calendar_id
             state.calendar_status = (
                 PartStatus.PENDING.value if request.integration_id else PartStatus.NONE.value
@@ -404,7 +410,9 @@ class MeetingWorkflow:
             await workflow.execute_activity_method(
                 CalendarActivities.delete_zoom_meeting,
                 DeleteZoomMeeting(
-                    meeting_id=state.meeting_id, zoom_meeting_id=state.zoom_meeting_id
+                    meeting_id=state.meeting_id,
+                    zoom_meeting_id=state.zoom_meeting_id,
+                    zoom_integration_id=state.zoom_integration_id,
                 ),
                 start_to_close_timeout=PROVIDER_TIMEOUT,
                 retry_policy=UNDO_RETRY,
@@ -447,6 +455,7 @@ class MeetingWorkflow:
                         meeting_id=state.meeting_id,
                         zoom_meeting_id=state.zoom_meeting_id,
                         change=change,
+                        zoom_integration_id=state.zoom_integration_id,
                     ),
                     start_to_close_timeout=PROVIDER_TIMEOUT,
                     retry_policy=BOOKING_RETRY,

@@ -83,6 +83,11 @@ class MeetingCreate(ApiModel):
     reminders: list[ReminderIn] = Field(default_factory=list, max_length=MAX_REMINDERS)
     user_id: str | None = Field(default=None, min_length=1, max_length=255, pattern=_ID)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    zoom_integration_id: uuid.UUID | None = Field(
+        default=None,
+        description="A `zoom` connection: the meeting is booked, moved, deleted and its "
+        "recordings read with that user's token instead of the server-to-server app.",
+    )
 
     _settings = field_validator("settings")(_meeting_settings)
     _recurrence = field_validator("recurrence")(_zoom_rrule)

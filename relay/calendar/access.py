@@ -1,16 +1,19 @@
-"""Acting with a user's Google connection: load the integration, read its token, refresh
-through the connection's workflow when due or refused, and turn Google's answers into
-Relay's errors. The API routes and the worker's activities both use it; each hands in how
-a refresh reaches the connection's workflow (the API: `workflows.clients.oauth.refresh`;
-an activity: an update by name), since `relay/` does not import `workflows/`.
+"""Acting with a user's catalog connection (Google Calendar's, or Zoom's for meetings booked
+with `zoomIntegrationId`): load the integration, read its token, refresh through the
+connection's workflow when due or refused, and turn Google's answers into Relay's errors
+(Zoom's are classified by the caller, as for server-to-server Zoom). `ConnectionAccess`
+does this for any provider; `GoogleAccess` and `ZoomAccess` say how each is called. The API
+routes and the worker's activities both use it; each hands in how a refresh reaches the
+connection's workflow (the API: `workflows.clients.oauth.refresh`; an activity: an update
+by name), since `relay/` does not import `workflows/`.
 
 A call goes:
 
-    integration → 404 INTEGRATION_NOT_FOUND; not google_calendar, inactive, or not
-                  CONNECTED → 409 CONFLICT; NEEDS_REAUTH → 401 NEEDS_REAUTH
+    integration → 404 INTEGRATION_NOT_FOUND; not the provider's (google_calendar, zoom),
+                  inactive, or not CONNECTED → 409 CONFLICT; NEEDS_REAUTH → 401 NEEDS_REAUTH
     token due   → refresh(integration, force=False) first (the workflow skips it if another
                   caller refreshed already)
-    Google 401  → refresh(integration, force=True) once (unless another caller has stored
+    401         → refresh(integration, force=True) once (unless another caller has stored
                   a new token meanwhile: that one is used), retry once; refused again, or
                   the refresh refused (the workflow then marks the connection
                   NEEDS_REAUTH) → 401 NEEDS_REAUTH
@@ -26,15 +29,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 from temporalio.exceptions import ApplicationError
 
 from relay.calendar.google import GoogleApiError, GoogleCalendar, TokenRejected
+from relay.calendar.zoom import ZoomTokenClient, ZoomTokenRejected
 from relay.crypto import Keyring
 from relay.db import utcnow
 from relay.errors import ErrorCode, RelayError
@@ -49,6 +53,9 @@ from relay.provider_errors import MAX_RETRY_AFTER
 log = logging.getLogger(__name__)
 
 PROVIDER = "google_calendar"
+ZOOM_PROVIDER = "zoom"
+# How errors name each provider's connection.
+_LABELS = {PROVIDER: "Google", ZOOM_PROVIDER: "Zoom"}
 DEFAULT_EXPIRATION_BUFFER_SECONDS = 300
 # Google's 403 reasons that mean "slow down", not "forbidden".
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
@@ -63,8 +70,10 @@ class Refresher(Protocol):
     async def __call__(self, integration: Integration, *, force: bool) -> object: ...
 
 
-def require_google(integration: Integration | None, integration_id: uuid.UUID) -> Integration:
-    """The integration, if Relay may act with it on Google Calendar."""
+def require_connection(
+    integration: Integration | None, integration_id: uuid.UUID, provider: str
+) -> Integration:
+    """The integration, if Relay may act with it on `provider` (its catalog key)."""
     if integration is None:
         raise RelayError(
             ErrorCode.INTEGRATION_NOT_FOUND,
@@ -76,10 +85,10 @@ def require_google(integration: Integration | None, integration_id: uuid.UUID) -
         "provider": integration.provider,
         "status": str(integration.status),
     }
-    if integration.provider != PROVIDER:
+    if integration.provider != provider:
         raise RelayError(
             ErrorCode.CONFLICT,
-            f"the integration is a {integration.provider} connection, not {PROVIDER}",
+            f"the integration is a {integration.provider} connection, not {provider}",
             details,
         )
     if not integration.is_active:
@@ -89,7 +98,7 @@ def require_google(integration: Integration | None, integration_id: uuid.UUID) -
     if integration.status == IntegrationStatus.NEEDS_REAUTH:
         raise RelayError(
             ErrorCode.NEEDS_REAUTH,
-            "the Google connection needs the user to reconnect",
+            f"the {_LABELS.get(provider, provider)} connection needs the user to reconnect",
             details,
         )
     if integration.status != IntegrationStatus.CONNECTED:
@@ -97,6 +106,11 @@ def require_google(integration: Integration | None, integration_id: uuid.UUID) -
             ErrorCode.CONFLICT, f"the integration is {integration.status}, not CONNECTED", details
         )
     return integration
+
+
+def require_google(integration: Integration | None, integration_id: uuid.UUID) -> Integration:
+    """The integration, if Relay may act with it on Google Calendar."""
+    return require_connection(integration, integration_id, PROVIDER)
 
 
 def relay_error(error: GoogleApiError) -> RelayError:
@@ -134,20 +148,23 @@ def application_error(error: RelayError) -> ApplicationError:
 
 
 @dataclass
-class GoogleAccess:
-    """Google Calendar calls on behalf of one Relay connection (see the module docstring).
+class ConnectionAccess:
+    """Calls on behalf of one Relay connection of `provider` (see the module docstring);
+    subclasses say how a call is made with the token and how the provider refuses one."""
 
-    `call` runs the synchronous `GoogleCalendar` in a thread, one client per call."""
-
+    provider: ClassVar[str]
     engine: Engine
     keyring: Keyring
     catalog: Catalog
     refresh: Refresher
-    api_base: str | None = None
+
+    @property
+    def label(self) -> str:
+        return _LABELS.get(self.provider, self.provider)
 
     async def integration(self, integration_id: uuid.UUID) -> Integration:
         found = await asyncio.to_thread(repository.get_integration, self.engine, integration_id)
-        return require_google(found, integration_id)
+        return require_connection(found, integration_id, self.provider)
 
     async def _refresh(self, integration: Integration, *, force: bool) -> Integration:
         try:
@@ -156,8 +173,8 @@ class GoogleAccess:
             if error.code in (ErrorCode.REFRESH_FAILED, ErrorCode.NEEDS_REAUTH):
                 raise RelayError(
                     ErrorCode.NEEDS_REAUTH,
-                    "Google refused the connection's refresh token; the user must reconnect",
-                    {"integrationId": str(integration.id), "provider": PROVIDER},
+                    f"{self.label} refused the connection's refresh token; the user must reconnect",
+                    {"integrationId": str(integration.id), "provider": self.provider},
                 ) from None
             raise
         return await self.integration(integration.id)
@@ -179,37 +196,85 @@ class GoogleAccess:
             )
         return tokens.access_token
 
+    async def with_token(
+        self,
+        integration_id: uuid.UUID,
+        attempt: Callable[[str], Awaitable[T]],
+        rejected: type[Exception],
+    ) -> T:
+        """`attempt(token)` with the connection's access token; `rejected` is the
+        provider's 401 (see the module docstring)."""
+        integration = await self.integration(integration_id)
+        if self._due(integration):
+            integration = await self._refresh(integration, force=False)
+        token = await self._token(integration)
+        try:
+            return await attempt(token)
+        except rejected:
+            pass
+        # Another request may have refreshed since this one read the token: use that
+        # one. Otherwise force a refresh; the workflow lets callers that queued behind a
+        # refresh share it, so a burst of 401s costs one refresh grant.
+        fresh = await self._token(integration)
+        if fresh == token:
+            log.info("%s refused integration %s's token; refreshing", self.label, integration.id)
+            integration = await self._refresh(integration, force=True)
+            fresh = await self._token(integration)
+        try:
+            return await attempt(fresh)
+        except rejected:
+            log.warning("%s refused integration %s's refreshed token", self.label, integration.id)
+            raise RelayError(
+                ErrorCode.NEEDS_REAUTH,
+                f"{self.label} refused the connection's token even after a refresh; the user "
+                "must reconnect",
+                {"integrationId": str(integration.id), "provider": self.provider},
+            ) from None
+
+
+@dataclass
+class GoogleAccess(ConnectionAccess):
+    """Google Calendar calls on behalf of one Relay connection.
+
+    `call` runs the synchronous `GoogleCalendar` in a thread, one client per call."""
+
+    provider: ClassVar[str] = PROVIDER
+    api_base: str | None = None
+
     def _run(self, token: str, action: Callable[[GoogleCalendar], T]) -> T:
         return action(GoogleCalendar(token, self.api_base))
 
     async def call(self, integration_id: uuid.UUID, action: Callable[[GoogleCalendar], T]) -> T:
         """`action(calendar)` with the connection's token; see the module docstring."""
-        integration = await self.integration(integration_id)
-        if self._due(integration):
-            integration = await self._refresh(integration, force=False)
+
+        async def attempt(token: str) -> T:
+            return await asyncio.to_thread(self._run, token, action)
+
         try:
-            token = await self._token(integration)
-            try:
-                return await asyncio.to_thread(self._run, token, action)
-            except TokenRejected:
-                pass
-            # Another request may have refreshed since this one read the token: use that
-            # one. Otherwise force a refresh; the workflow lets callers that queued behind a
-            # refresh share it, so a burst of 401s costs one refresh grant.
-            fresh = await self._token(integration)
-            if fresh == token:
-                log.info("Google refused integration %s's token; refreshing", integration.id)
-                integration = await self._refresh(integration, force=True)
-                fresh = await self._token(integration)
-            try:
-                return await asyncio.to_thread(self._run, fresh, action)
-            except TokenRejected:
-                log.warning("Google refused integration %s's refreshed token", integration.id)
-                raise RelayError(
-                    ErrorCode.NEEDS_REAUTH,
-                    "Google refused the connection's token even after a refresh; the user "
-                    "must reconnect",
-                    {"integrationId": str(integration.id), "provider": PROVIDER},
-                ) from None
+            return await self.with_token(integration_id, attempt, TokenRejected)
         except GoogleApiError as error:
             raise relay_error(error) from None
+
+
+@dataclass
+class ZoomAccess(ConnectionAccess):
+    """Zoom calls with a user's `zoom` catalog connection instead of the server-to-server
+    app. Zoom's refusals other than the 401 come out as `ZoomApiError`, for the caller to
+    classify as it does server-to-server Zoom's."""
+
+    provider: ClassVar[str] = ZOOM_PROVIDER
+    api_base: str = "https://api.zoom.us"
+
+    async def call(
+        self, integration_id: uuid.UUID, action: Callable[[ZoomTokenClient], Awaitable[T]]
+    ) -> T:
+        """`await action(zoom)` with the connection's token; see the module docstring."""
+
+        async def attempt(token: str) -> T:
+            zoom = ZoomTokenClient(token, api_base=self.api_base)
+            try:
+                return await action(zoom)
+            finally:
+                await zoom.aclose()
+
+        return await self.with_token(integration_id, attempt, ZoomTokenRejected)

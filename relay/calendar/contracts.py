@@ -123,6 +123,9 @@ class CreateMeeting:
     reminders: list[ReminderSpec] = field(default_factory=list)
     user_id: str | None = None
     idempotency_key: str | None = None
+    # A `zoom` catalog connection: Zoom is called with its token, not the server-to-server
+    # app's. Only the id crosses Temporal, never a token.
+    zoom_integration_id: str | None = None
 
 
 @dataclass
@@ -166,6 +169,7 @@ class MeetingState:
     failure_reason: str | None = None
     events_applied: int = 0
     duplicates_dropped: int = 0
+    zoom_integration_id: str | None = None  # None: the server-to-server app
 
 
 # --- activities --------------------------------------------------------------------------
@@ -213,6 +217,7 @@ class UpdateZoomMeeting:
     meeting_id: str
     zoom_meeting_id: str
     change: RescheduleMeeting
+    zoom_integration_id: str | None = None
 
 
 @dataclass
@@ -232,6 +237,7 @@ class UpdateCalendarEvent:
 class DeleteZoomMeeting:
     meeting_id: str
     zoom_meeting_id: str
+    zoom_integration_id: str | None = None
 
 
 @dataclass
@@ -303,3 +309,4 @@ class PublishRecording:
     meeting_id: str
     zoom_meeting_id: str
     user_id: str | None = None
+    zoom_integration_id: str | None = None

@@ -42,6 +42,9 @@ def request_hash(request: CreateMeeting) -> str:
     """What a create asks for (not its id): one idempotencyKey, one request."""
     asked = dataclasses.asdict(request)
     asked.pop("idempotency_key", None)
+    if asked.get("zoom_integration_id") is None:
+        # Absent from requests hashed before the field existed: their hashes still match.
+        asked.pop("zoom_integration_id", None)
     canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -75,6 +78,7 @@ def insert_meeting(engine: Engine, meeting_id: str, request: CreateMeeting) -> b
         "attendees": list(request.attendees),
         "zoom_status": PartStatus.PENDING.value,
         "integration_id": request.integration_id,
+        "zoom_integration_id": request.zoom_integration_id,
         "calendar_id": request.calendar_id,
         "calendar_status": (
             PartStatus.PENDING.value if request.integration_id else PartStatus.NONE.value
@@ -192,6 +196,7 @@ def state_of(row: Any) -> MeetingState:
         recording_published=row.recordings is not None,
         failure_code=row.failure_code,
         failure_reason=row.failure_reason,
+        zoom_integration_id=row.zoom_integration_id,
     )
 
 

@@ -1,16 +1,21 @@
-"""Zoom's REST API v2, the meetings subset Relay uses, over httpx with server-to-server OAuth.
+"""Zoom's REST API v2, the meetings subset Relay uses, over httpx with server-to-server OAuth
+or, for a meeting booked with `zoomIntegrationId`, a user's `zoom` catalog connection.
 
 Zoom has no official Python SDK. `ZoomClient` fetches an `account_credentials` token from
 `{ZOOM_OAUTH_BASE}/oauth/token`, caches it until shortly before it expires, and fetches a
 new one once when the API answers 401 (a token revoked or expired early) before giving up.
 Every refusal is a `ZoomApiError` carrying Zoom's status, code and message; classifying it
 (permanent or transient, Retry-After) is the caller's job at the activity boundary.
+`ZoomTokenClient` calls with a user's access token instead; it never fetches one: its 401 is
+`ZoomTokenRejected`, and refreshing is the connection's workflow's job
+(relay/calendar/access.py `ZoomAccess`).
 
 `meeting_body` is the pure mapping from Relay's meeting fields (camelCase, an RRULE for the
 recurrence) to Zoom's meeting JSON; it raises `MeetingFieldError` naming the Relay field.
 
     ZoomApiError        any non-2xx answer from Zoom or its token endpoint, or no answer
-                        that makes sense (status 502, code None)
+     │                  that makes sense (status 502, code None)
+     └── ZoomTokenRejected   401 to a user's token (ZoomTokenClient): refresh, retry once
     MeetingFieldError   a Relay field Zoom cannot represent (ValueError; the API's 422)
 """
 
@@ -63,6 +68,10 @@ class ZoomApiError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.field = field
+
+
+class ZoomTokenRejected(ZoomApiError):
+    """401 to a user's access token: refresh through the connection, retry once."""
 
 
 class MeetingFieldError(ValueError):
@@ -153,6 +162,9 @@ class ZoomClient:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self._server_to_server_call(method, path, **kwargs)
+
+    async def _server_to_server_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         token = await self._access_token()
         response = await self._send(method, path, token, **kwargs)
         if response.status_code == 401:
@@ -192,6 +204,36 @@ class ZoomClient:
             lifetime = max(0.0, float(expires_in) - TOKEN_EXPIRY_MARGIN_SECONDS)
             self._token = _Token(value, time.monotonic() + lifetime)
             return value
+
+
+class ZoomTokenClient(ZoomClient):
+    """Zoom's API with one user's OAuth access token (a `zoom` catalog connection's): no
+    token endpoint, no server-to-server credentials; a 401 is `ZoomTokenRejected`."""
+
+    def __init__(
+        self, access_token: str, *, api_base: str, http: httpx.AsyncClient | None = None
+    ) -> None:
+        super().__init__(
+            account_id="",
+            client_id="",
+            client_secret="",
+            api_base=api_base,
+            oauth_base="",
+            http=http,
+        )
+        self._user_token = access_token
+
+    def __repr__(self) -> str:  # never print the token
+        return f"ZoomTokenClient(api_base={self._api_base!r})"
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self._send(method, path, self._user_token, **kwargs)
+        if response.status_code == 401:
+            refused = _error(response)
+            raise ZoomTokenRejected(refused.status, refused.code, refused.message)
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
 
 
 def from_settings(settings: Settings) -> ZoomClient | None:

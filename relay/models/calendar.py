@@ -42,6 +42,8 @@ class Meeting(SQLModel, table=True):
     start_url_sealed: str | None = Field(default=None, sa_column=Column(Text))
     password_sealed: str | None = Field(default=None, max_length=512)
     integration_id: str | None = Field(default=None, max_length=64)
+    # The user's Zoom connection the meeting was booked with (None: the server-to-server app).
+    zoom_integration_id: str | None = Field(default=None, max_length=64)
     calendar_id: str = Field(default="primary", max_length=255)
     calendar_event_id: str | None = Field(default=None, max_length=1024)
     calendar_status: PartStatus = Field(default=PartStatus.NONE, sa_type=String(16))

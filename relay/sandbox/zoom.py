@@ -28,7 +28,9 @@ Routes (Zoom's documented paths and shapes; JSON):
            `recording.completed` was fired for the meeting
 
 Every /v2 call needs `Authorization: Bearer <a token this sandbox issued and that has not
-expired>` (401 code 124 otherwise). Errors have Zoom's shape `{code, message}`: an unknown
+expired>`, or a user's token registered through /_sandbox/tokens (401 code 124 otherwise).
+A meeting remembers who created it: `host` is "account" (server-to-server) or
+"user:{subject}" (a user's token). Errors have Zoom's shape `{code, message}`: an unknown
 meeting is 404 code 3001, a bad field 400 code 300 with `errors: [{field, message}]`.
 
 Webhooks, as Zoom sends them: a JSON POST `{event, event_ts, payload: {account_id, object}}`
@@ -50,6 +52,11 @@ Controls for `/sandbox` and tests (not Zoom's; JSON, camelCase like Relay's own 
                                          plainToken keyed with the secret} → {passed, ...}
     POST /_sandbox/faults                {count, status?: 429 | 503 (default)}: the next
                                          `count` API calls (token included) answer it
+    POST /_sandbox/tokens                {token, subject?, expiresAt?}: accept `token` as
+                                         a user's (a catalog `zoom` connection's); or the
+                                         OAuth providers sandbox's token-sink notices
+                                         ({event: issued | revoked, provider, accessToken,
+                                         expiresAt, subject}; other providers' ignored)
 
 Not modelled: occurrences of recurring meetings, registrants, other users than `me`,
 scopes beyond one string, downloading recordings (the URLs are not served), Zoom's webhook
@@ -103,6 +110,10 @@ SANDBOX_CLIENT_SECRET = "relay-sandbox-zoom-client-secret"  # noqa: S105 - a loc
 SANDBOX_WEBHOOK_SECRET = "relay-sandbox-zoom-webhook-secret"  # noqa: S105 - credentials
 SANDBOX_HOST_EMAIL = "host@sandbox.relay.test"
 SANDBOX_HOST_ID = "relaySandboxHost01"
+SANDBOX_USER_SUBJECT = "sandbox-user"
+# The OAuth providers sandbox's catalog key whose tokens open this API.
+OAUTH_PROVIDER_KEY = "zoom"
+ACCOUNT_HOST = "account"
 TOKEN_SECONDS = 3600
 GRANTED_SCOPE = "meeting:read:admin meeting:write:admin recording:read:admin"
 READY_SECONDS = 30
@@ -168,6 +179,10 @@ def encrypted_token(secret: str, plain_token: str) -> str:
     return mac.hexdigest()
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
 def _zoom_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -206,6 +221,7 @@ class _Meeting:
     join_url: str
     start_url: str
     status: str = "waiting"  # waiting | started | finished (the sandbox's last event)
+    host: str = ACCOUNT_HOST  # who created it: "account" or "user:{subject}"
     recording: dict[str, Any] | None = None
     webhooks: list[_Webhook] = field(default_factory=list)
 
@@ -260,6 +276,7 @@ class _Meeting:
             "status": self.status,
             "joinUrl": self.join_url,
             "hasRecording": self.recording is not None,
+            "host": self.host,
             "webhooks": [w.public() for w in self.webhooks],
         }
 
@@ -287,6 +304,9 @@ class ZoomState:
         self._webhook_secret = webhook_secret
         self.webhook_url = webhook_url
         self._tokens: dict[str, float] = {}  # token → expiry (epoch)
+        # Users' tokens by their SHA-256 (the lookup's timing says nothing of the token)
+        # → (the user's subject, expiry (epoch) or None).
+        self._user_tokens: dict[bytes, tuple[str, float | None]] = {}
         self._meetings: dict[int, _Meeting] = {}
         self._faults = 0
         self._fault_status = 503
@@ -344,11 +364,28 @@ class ZoomState:
             "scope": GRANTED_SCOPE,
         }
 
-    def authenticate(self, authorization: str | None) -> None:
+    def add_user_token(
+        self, token: str, subject: str = SANDBOX_USER_SUBJECT, expires_at: float | None = None
+    ) -> None:
+        with self._lock:
+            self._user_tokens[_digest(token)] = (subject, expires_at)
+
+    def revoke_user_token(self, token: str) -> None:
+        with self._lock:
+            self._user_tokens.pop(_digest(token), None)
+
+    def authenticate(self, authorization: str | None) -> str:
+        """Who calls: "account" (a server-to-server token) or "user:{subject}"; else 401."""
         scheme, _, token = (authorization or "").partition(" ")
         with self._lock:
             known = list(self._tokens.items())
+            user = self._user_tokens.get(_digest(token.strip()))
         now = time.time()
+        if scheme.lower() == "bearer" and user is not None:
+            subject, expiry = user
+            if expiry is None or expiry > now:
+                self._fault()
+                return f"user:{subject}"
         valid = False
         for issued, expiry in known:
             # Every issued token compared, in constant time: no early exit on a match.
@@ -357,6 +394,7 @@ class ZoomState:
         if scheme.lower() != "bearer" or not valid:
             raise ZoomError(401, 124, "Invalid access token.")
         self._fault()
+        return ACCOUNT_HOST
 
     # -- the meetings API -------------------------------------------------------------------
 
@@ -366,7 +404,7 @@ class ZoomState:
             raise ZoomError(404, 3001, f"Meeting does not exist: {meeting_id}.")
         return meeting
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, body: dict[str, Any], host: str = ACCOUNT_HOST) -> dict[str, Any]:
         fields, settings = _validate(body, creating=True)
         with self._lock:
             meeting_id = secrets.randbelow(9 * 10**10) + 10**10
@@ -382,6 +420,7 @@ class ZoomState:
                 created=time.time(),
                 join_url=f"{self.base_url}/j/{meeting_id}?pwd={secrets.token_urlsafe(24)}",
                 start_url=f"{self.base_url}/s/{meeting_id}?zak={secrets.token_urlsafe(32)}",
+                host=host,
             )
             self._meetings[meeting_id] = meeting
             return meeting.resource()
@@ -630,7 +669,7 @@ def _route(handler: _Handler, *, api: bool = True) -> Callable[[Request], Awaita
         state = _state(request)
         try:
             if api:
-                state.authenticate(request.headers.get("authorization"))
+                request.state.host = state.authenticate(request.headers.get("authorization"))
             return await handler(state, request)
         except ZoomError as exc:
             return exc.response()
@@ -657,7 +696,7 @@ async def _token(state: ZoomState, request: Request) -> Response:
 
 
 async def _create(state: ZoomState, request: Request) -> Response:
-    return JSONResponse(state.create(await _json(request)), 201)
+    return JSONResponse(state.create(await _json(request), request.state.host), 201)
 
 
 async def _meeting(state: ZoomState, request: Request) -> Response:
@@ -718,6 +757,33 @@ async def _control_faults(state: ZoomState, request: Request) -> Response:
     return JSONResponse({"count": count, "status": status})
 
 
+async def _control_tokens(state: ZoomState, request: Request) -> Response:
+    body = await _json(request)
+    # Either {token, subject?, expiresAt?} or the OAuth sandbox's token-sink notice,
+    # {event, provider, accessToken, expiresAt, subject}; other providers' tokens are ignored.
+    provider = body.get("provider", OAUTH_PROVIDER_KEY)
+    token = body.get("token", body.get("accessToken"))
+    subject = body.get("subject", SANDBOX_USER_SUBJECT)
+    raw_expiry = body.get("expiresAt")
+    if not isinstance(token, str) or not token:
+        raise ZoomError(400, 300, "token must be a non-empty string")
+    if provider != OAUTH_PROVIDER_KEY:
+        return JSONResponse({"accepted": False})
+    if body.get("event") == "revoked":
+        state.revoke_user_token(token)
+        return JSONResponse({"accepted": True})
+    if not isinstance(subject, str) or not subject:
+        raise ZoomError(400, 300, "subject must be a non-empty string")
+    try:
+        expires_at = None if raw_expiry is None else datetime.fromisoformat(str(raw_expiry))
+    except ValueError:
+        raise ZoomError(400, 300, "expiresAt must be an ISO 8601 time") from None
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    state.add_user_token(token, subject, expires_at.timestamp() if expires_at else None)
+    return JSONResponse({"accepted": True, "subject": subject}, 201)
+
+
 def create_app(state: ZoomState) -> Starlette:
     """The ASGI app serving `state`."""
     meeting = "/v2/meetings/{meeting_id}"
@@ -735,6 +801,7 @@ def create_app(state: ZoomState) -> Starlette:
         ),
         Route("/_sandbox/validate", _route(_control_validate, api=False), methods=["POST"]),
         Route("/_sandbox/faults", _route(_control_faults, api=False), methods=["POST"]),
+        Route("/_sandbox/tokens", _route(_control_tokens, api=False), methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.zoom = state
@@ -818,6 +885,12 @@ class ZoomSandbox:
 
     def wait_ready(self, timeout: float = READY_SECONDS) -> None:
         wait_for_port(self.host, self.port, "the Zoom sandbox", timeout)
+
+    @property
+    def token_sink(self) -> str:
+        """The URL to hand `OAuthProvidersSandbox.register_token_sink` so the `zoom` tokens it
+        issues open this API as their users'."""
+        return f"{self.api_base}/_sandbox/tokens"
 
     def register_webhook(self, url: str) -> None:
         """Set the running sandbox's event notification URL."""

@@ -7,8 +7,9 @@ pointed at them.
   tests that need other settings.
 - `await stack.connect_google(user_id)` connects a `google_calendar` integration through
   Relay's real OAuth flow (initiate → the sandbox's approval page → Relay's callback) and
-  returns its id. The OAuth sandbox tells the Google sandbox (token sink) which access tokens
-  it issued, so the Google sandbox accepts exactly those.
+  returns its id (`stack.connect(provider, user_id)` any catalog provider, `zoom` too). The
+  OAuth sandbox tells the Google and Zoom sandboxes (token sinks) which access tokens it
+  issued, so they accept exactly those as their users'.
 - `stack.oauth.state`, `stack.google.state`, `stack.zoom.state`: what the providers received.
 """
 
@@ -131,6 +132,12 @@ class CalendarStack(Stack):
         assert tokens is not None
         return tokens.access_token
 
+    def expire_at_zoom(self, integration_id: str) -> None:
+        """Have the Zoom sandbox refuse the integration's current access token (a 401 next)
+        while the OAuth sandbox still honours its refresh token."""
+        assert self.zoom is not None
+        self.zoom.state.revoke_user_token(self.access_token(integration_id))
+
     def expire_at_google(self, integration_id: str) -> None:
         """Have the Google sandbox refuse the integration's current access token (a 401 next)
         while the OAuth sandbox still honours its refresh token."""
@@ -171,6 +178,7 @@ async def calendar_stack_factory(
                     ZoomSandbox(port=0, webhook_url=f"{api_url}/webhooks/zoom").run_in_thread()
                 )
                 environment |= zoom_server.sandbox.environment()
+                oauth.sandbox.register_token_sink(zoom_server.sandbox.token_sink)
             # Client ids and secrets are read from .env files (Settings.oauth_clients); the
             # Zoom sandbox's server-to-server ZOOM_CLIENT_ID goes in as a field, so the
             # catalog's `zoom` OAuth client (this file) and server-to-server Zoom coexist.

@@ -1,6 +1,7 @@
 """The Zoom sandbox driven with httpx as Relay drives Zoom (Zoom has no official Python SDK):
-the server-to-server token grant, meetings and recordings, and the signed webhooks and URL
-validation received on loopback and verified with hmac over the exact raw body."""
+the server-to-server token grant, users' tokens from the OAuth providers sandbox's token
+sink, meetings and recordings, and the signed webhooks and URL validation received on
+loopback and verified with hmac over the exact raw body."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +300,40 @@ def test_an_expired_token_is_refused(api: httpx.Client, server: ZoomServer) -> N
     server.state._tokens[token] = 0.0  # as if issued an hour ago
     expired = api.post("/v2/users/me/meetings", json={"topic": "x"})
     assert expired.status_code == 401 and expired.json()["code"] == 124
+
+
+def test_oauth_sandbox_token_sink_notices_register_expire_and_revoke(
+    api: httpx.Client, server: ZoomServer
+) -> None:
+    def notice(token: str, **extra: Any) -> httpx.Response:
+        body = {"event": "issued", "provider": "zoom", "accessToken": token}
+        body |= {"scopes": [], "expiresAt": None, "subject": "zoo000000000001"} | extra
+        return httpx.post(server.sandbox.token_sink, json=body)
+
+    def create(token: str) -> httpx.Response:
+        return httpx.post(
+            f"{server.api_base}/v2/users/me/meetings",
+            json={"topic": "Mine", "type": 2, "start_time": "2026-12-01T15:00:00Z"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    assert server.sandbox.token_sink == f"{server.api_base}/_sandbox/tokens"
+    assert notice("zoom-user-live").status_code == 201
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    assert notice("zoom-user-expired", expiresAt=past).status_code == 201
+    assert notice("google-token", provider="google_calendar").json() == {"accepted": False}
+    assert httpx.post(server.sandbox.token_sink, json={"subject": "x"}).status_code == 400
+
+    mine = create("zoom-user-live")
+    assert mine.status_code == 201, mine.text
+    _meeting(api)  # the account's server-to-server token
+    hosts = {m["topic"]: m["host"] for m in server.state.meetings()}
+    assert hosts == {"Mine": "user:zoo000000000001", "Planning": "account"}
+    for token in ("zoom-user-expired", "google-token"):
+        refused = create(token)
+        assert refused.status_code == 401 and refused.json()["code"] == 124, token
+    notice("zoom-user-live", event="revoked")
+    assert create("zoom-user-live").status_code == 401
 
 
 def test_a_refused_webhook_is_tried_again() -> None:

@@ -11,9 +11,17 @@ import uuid
 from datetime import UTC
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
-from api.deps import EngineDep, KeyringDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import (
+    CatalogDep,
+    EngineDep,
+    KeyringDep,
+    SettingsDep,
+    TemporalDep,
+    get_temporal,
+    require_api_key,
+)
 from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_responses, ok
 from api.idempotency import uuid_for
 from api.pagination import newest_first_page, page
@@ -26,7 +34,7 @@ from api.schemas.calendar_meetings import (
     recording_of,
 )
 from relay.calendar import repository
-from relay.calendar.access import require_google
+from relay.calendar.access import ZOOM_PROVIDER, ZoomAccess, require_connection, require_google
 from relay.calendar.contracts import (
     CancelMeeting,
     CreateMeeting,
@@ -37,9 +45,16 @@ from relay.calendar.contracts import (
 from relay.calendar.validation import check_has_zone, instant
 from relay.calendar.zoom import ZoomApiError, from_settings, recording_links
 from relay.errors import ErrorCode, RelayError
+from relay.models.oauth import Integration
 from relay.oauth import repository as oauth_repository
+from relay.oauth.contracts import RefreshRequest
 from relay.settings import Settings
-from workflows.clients.calendar import cancel_meeting, create_meeting, reschedule_meeting
+from workflows.clients import oauth as oauth_client
+from workflows.clients.calendar import (
+    cancel_meeting,
+    create_meeting,
+    reschedule_meeting,
+)
 
 router = APIRouter(
     prefix="/v1/meetings", tags=["calendar"], dependencies=[Depends(require_api_key)]
@@ -66,7 +81,8 @@ def _require_zoom(settings: Settings) -> None:
     if not (settings.zoom_account_id and settings.zoom_client_id and settings.zoom_client_secret):
         raise RelayError(
             ErrorCode.PROVIDER_NOT_CONFIGURED,
-            "Zoom is not configured (ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET)",
+            "Zoom is not configured (ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET); "
+            "or name a user's zoom connection in zoomIntegrationId",
         )
 
 
@@ -110,6 +126,7 @@ def _request(body: MeetingCreate) -> CreateMeeting:
         reminders=[ReminderSpec(r.minutes_before, r.channel) for r in body.reminders],
         user_id=body.user_id,
         idempotency_key=body.idempotency_key,
+        zoom_integration_id=str(body.zoom_integration_id) if body.zoom_integration_id else None,
     )
 
 
@@ -122,7 +139,9 @@ def _request(body: MeetingCreate) -> CreateMeeting:
     "deleted and the meeting is FAILED (the error names the provider's message). "
     "`reminders` are sent through notifications before the start (email: the attendees; "
     "push: userId's devices). The same `idempotencyKey` lands on the same meeting. "
-    "`startUrl` starts the meeting as its host: keep it to the host.",
+    "`startUrl` starts the meeting as its host: keep it to the host. With `zoomIntegrationId` "
+    "(a `zoom` connection) Zoom is called with that user's token, otherwise with the "
+    "server-to-server app (400 PROVIDER_NOT_CONFIGURED when it is not set up).",
     response_model=Envelope[Meeting],
     responses=error_responses(400, 401, 404, 409, 422, 429, 502, 503),
 )
@@ -134,7 +153,13 @@ async def create(
     client: TemporalDep,
 ) -> dict[str, Any]:
     request = _request(body)
-    _require_zoom(settings)
+    if body.zoom_integration_id is not None:
+        zoom_connection = await asyncio.to_thread(
+            oauth_repository.get_integration, engine, body.zoom_integration_id
+        )
+        require_connection(zoom_connection, body.zoom_integration_id, ZOOM_PROVIDER)
+    else:
+        _require_zoom(settings)
     if body.integration_id is not None:
         integration = await asyncio.to_thread(
             oauth_repository.get_integration, engine, body.integration_id
@@ -247,19 +272,43 @@ async def cancel(
     response_model=Envelope[Recording],
     responses=error_responses(400, 401, 404, 429, 502),
 )
-async def recordings(meeting_id: str, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+async def recordings(
+    meeting_id: str,
+    request: Request,
+    engine: EngineDep,
+    keyring: KeyringDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+) -> dict[str, Any]:
     row = await asyncio.to_thread(repository.load, engine, meeting_id)
     if row.recordings is not None or row.zoom_meeting_id is None:
         return ok(recording_of(str(row.id), row.zoom_meeting_id, row.recordings))
-    _require_zoom(settings)
-    zoom = from_settings(settings)
-    assert zoom is not None
+    zoom_meeting_id = str(row.zoom_meeting_id)
+    zoom_integration_id: str | None = row.zoom_integration_id
     try:
-        found = await zoom.recordings(row.zoom_meeting_id)
+        if zoom_integration_id is not None:
+            # A refresh goes through the connection's workflow.
+            client = await get_temporal(request)
+
+            async def refresh(integration: Integration, *, force: bool) -> object:
+                return await oauth_client.refresh(
+                    client, settings, integration, RefreshRequest(force=force, reason="calendar")
+                )
+
+            access = ZoomAccess(engine, keyring, catalog, refresh, settings.zoom_api_base)
+            found = await access.call(
+                uuid.UUID(zoom_integration_id), lambda zoom: zoom.recordings(zoom_meeting_id)
+            )
+        else:
+            _require_zoom(settings)
+            zoom = from_settings(settings)
+            assert zoom is not None
+            try:
+                found = await zoom.recordings(zoom_meeting_id)
+            finally:
+                await zoom.aclose()
     except ZoomApiError as exc:
         raise _zoom_error(exc) from None
-    finally:
-        await zoom.aclose()
     if found is None:
         return ok(recording_of(str(row.id), row.zoom_meeting_id, None))
     return ok(recording_of(str(row.id), row.zoom_meeting_id, recording_links(found)))

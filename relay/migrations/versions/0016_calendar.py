@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("start_url_sealed", sa.Text(), nullable=True),
         sa.Column("password_sealed", sa.String(length=512), nullable=True),
         sa.Column("integration_id", sa.String(length=64), nullable=True),
+        sa.Column("zoom_integration_id", sa.String(length=64), nullable=True),
         sa.Column("calendar_id", sa.String(length=255), nullable=False),
         sa.Column("calendar_event_id", sa.String(length=1024), nullable=True),
         sa.Column("calendar_status", sa.String(length=16), nullable=False),
