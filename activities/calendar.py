@@ -4,7 +4,8 @@ connection when the meeting names one), the Google Calendar event
 notifications capability, and `meeting.recording_ready` through outgoing webhooks.
 
 Every activity is idempotent: the Zoom booking runs in the provider-call ledger under
-`meeting-{id}:zoom-create` (Zoom takes no idempotency key), the calendar event's id is
+`meeting-{id}:zoom-create` (Zoom takes no idempotency key; when an attempt got no answer,
+the next one looks for the meeting in the host's list before booking again), the calendar event's id is
 derived from the meeting's id (a retried insert finds it), deletes treat "already gone" as
 done, reminders' notifications are keyed by meeting + reminder + start time + recipient,
 and the recording event by meeting + Zoom recording.
@@ -22,7 +23,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
@@ -55,9 +56,11 @@ from relay.calendar.contracts import (
 )
 from relay.calendar.google import GoogleCalendar, event_body
 from relay.calendar.zoom import (
+    AmbiguousMeeting,
     MeetingFieldError,
     ZoomApiError,
     ZoomClient,
+    created_by,
     from_settings,
     recording_links,
 )
@@ -294,6 +297,9 @@ class CalendarActivities:
             created = await self._zoom_call(
                 lambda zoom: zoom.create_meeting(body), request.zoom_integration_id
             )
+            return await save(created)
+
+        async def save(created: dict[str, Any]) -> dict[str, Any]:
             zoom_id = str(created["id"])
             join_url = str(created.get("join_url") or "")
             await self._db(
@@ -310,11 +316,34 @@ class CalendarActivities:
             )
             return {"zoomMeetingId": zoom_id, "joinUrl": join_url}
 
+        async def reconcile(since: datetime) -> dict[str, Any] | None:
+            # An interrupted create (no answer came) may have booked the meeting: find it
+            # in the host's list and keep it, rather than booking a second one.
+            listed = await self._zoom_call(
+                lambda zoom: zoom.list_meetings(), request.zoom_integration_id
+            )
+            try:
+                match = created_by(listed, body, since)
+            except AmbiguousMeeting as exc:
+                raise ApplicationError(
+                    str(exc),
+                    {"step": "zoom"},
+                    type=ErrorCode.UNKNOWN_OUTCOME.value,
+                    non_retryable=True,
+                ) from None
+            if match is None:
+                return None
+            meeting = await self._zoom_call(
+                lambda zoom: zoom.get_meeting(str(match["id"])), request.zoom_integration_id
+            )
+            return await save(meeting)
+
         result = await self._ledger.run(
             f"meeting-{params.meeting_id}:zoom-create",
             create,
             provider=PROVIDER,
             operation="create_meeting",
+            reconcile=reconcile,
         )
         assert isinstance(result, dict)
         return result

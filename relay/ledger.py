@@ -21,6 +21,12 @@ A retry with the same key then finds:
   reservation over and calls again. Any other call is marked UNKNOWN and raises
   a non-retryable `UNKNOWN_OUTCOME` failure: the workflow reconciles with the
   provider or an operator decides; Relay never guesses that a charge did not happen.
+- UNKNOWN (or an expired lease) for a call given a `reconcile` function → the next
+  attempt asks the provider what happened (Zoom's meeting list, say): the result it
+  finds is recorded as the call's, and only a provider that shows no trace is called
+  again. An ambiguous failure of such a call is retried after `IN_PROGRESS_RETRY`
+  instead of ending the run, so a request still in flight has landed before the
+  provider is asked.
 
 `run_many` does the same for a batch of calls (the notification pump's): one transaction
 reserves every key that is new, the calls run concurrently, and one transaction records
@@ -66,6 +72,10 @@ log = logging.getLogger("relay.ledger")
 _CALLS = ProviderCall.__table__  # type: ignore[attr-defined]
 
 JSON = Any
+# Reads the provider for the call's effect since the first attempt was reserved: its
+# result when the call took effect, None when the provider shows no trace of it. It
+# raises when the provider's answer is ambiguous (two candidates): UNKNOWN it stays.
+Reconcile = Callable[[datetime], Awaitable[JSON | None]]
 
 
 class Ledger:
@@ -90,11 +100,21 @@ class Ledger:
         provider: str,
         operation: str,
         repeatable: bool = False,
+        reconcile: Reconcile | None = None,
     ) -> JSON:
-        reserved = await self._reserve_shielded(key, provider, operation, repeatable)
+        reserved = await self._reserve_shielded(
+            key, provider, operation, repeatable, reconciles=reconcile is not None
+        )
         if isinstance(reserved, _Recorded):
             return reserved.value
-        attempt = reserved
+        if isinstance(reserved, _Reconciling):
+            assert reconcile is not None
+            found = await self._reconcile(key, reserved, reconcile, provider)
+            if not isinstance(found, _NoTrace):
+                return found
+            attempt = reserved.attempt
+        else:
+            attempt = reserved
         try:
             result = await call()
         except BaseException as exc:
@@ -110,6 +130,8 @@ class Ledger:
                     self._finish, key, attempt, ProviderCallStatus.UNKNOWN, None, failure
                 )
                 if isinstance(exc, Exception):
+                    if reconcile is not None:
+                        raise self._reconcile_later(key, provider, operation) from exc
                     raise _unknown(key) from exc
             # Cancellation and interpreter exits propagate as themselves.
             if not isinstance(exc, Exception) or failure is exc:
@@ -240,14 +262,62 @@ class Ledger:
                     recorded,
                 )
 
+    async def _reconcile(
+        self, key: str, reserved: _Reconciling, reconcile: Reconcile, provider: str
+    ) -> JSON | _NoTrace:
+        """Ask the provider what the earlier attempt did, holding the reservation: the
+        recorded result when it acted, `_NoTrace` when it did not (the caller calls)."""
+        try:
+            found = await reconcile(reserved.since)
+        except BaseException as exc:
+            # Still unknown: back to UNKNOWN for the next attempt (or an operator).
+            await asyncio.to_thread(self._mark_unknown, key, reserved.attempt)
+            if not isinstance(exc, Exception):
+                raise
+            failure = exc if isinstance(exc, ApplicationError) else translate(provider, exc)
+            raise failure from exc
+        if found is None:
+            log.info("provider call %s left no trace at the provider; calling again", key)
+            return _NoTrace()
+        log.info("provider call %s had taken effect; its result is recorded", key)
+        await asyncio.to_thread(
+            self._finish, key, reserved.attempt, ProviderCallStatus.SUCCEEDED, found, None
+        )
+        return found
+
+    def _reconcile_later(self, key: str, provider: str, operation: str) -> ApplicationError:
+        return ApplicationError(
+            f"{provider} {operation} has an unknown outcome; the next attempt reconciles",
+            {"idempotencyKey": key},
+            type=_IN_PROGRESS,
+            next_retry_delay=self._in_progress_retry,
+        )
+
+    def _mark_unknown(self, key: str, attempt: int) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                update(ProviderCall)
+                .where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
+                .where(ProviderCall.attempts == attempt)  # type: ignore[arg-type]
+                .where(ProviderCall.status == ProviderCallStatus.RESERVED)  # type: ignore[arg-type]
+                .values(status=ProviderCallStatus.UNKNOWN)
+            )
+            session.commit()
+
     async def _reserve_shielded(
-        self, key: str, provider: str, operation: str, repeatable: bool
-    ) -> _Recorded | int:
+        self,
+        key: str,
+        provider: str,
+        operation: str,
+        repeatable: bool,
+        *,
+        reconciles: bool = False,
+    ) -> _Recorded | _Reconciling | int:
         """Reserve; if cancelled meanwhile, hand back a reservation nobody will use (the
         thread runs to the end regardless), so a later attempt calls instead of seeing
         an unknown outcome for a call that never happened."""
         reserving = asyncio.ensure_future(
-            asyncio.to_thread(self._reserve, key, provider, operation, repeatable)
+            asyncio.to_thread(self._reserve, key, provider, operation, repeatable, reconciles)
         )
         try:
             return await asyncio.shield(reserving)
@@ -256,6 +326,8 @@ class Ledger:
                 reserved = await reserving
                 if isinstance(reserved, int):
                     await asyncio.to_thread(self._release, key, reserved)
+                elif isinstance(reserved, _Reconciling):
+                    await asyncio.to_thread(self._mark_unknown, key, reserved.attempt)
             raise
 
     def lookup(self, key: str) -> ProviderCall | None:
@@ -268,8 +340,8 @@ class Ledger:
     # `attempts` fences them: only the attempt holding the reservation records or releases.
 
     def _reserve(
-        self, key: str, provider: str, operation: str, repeatable: bool
-    ) -> _Recorded | int:
+        self, key: str, provider: str, operation: str, repeatable: bool, reconciles: bool = False
+    ) -> _Recorded | _Reconciling | int:
         for _ in range(_RESERVE_ATTEMPTS):
             now = utcnow()
             with Session(self._engine) as session:
@@ -291,7 +363,9 @@ class Ledger:
                 ).first()
                 if row is None:  # released between our insert and this read: try again
                     continue
-                return self._existing(session, row, now, provider, operation, repeatable)
+                return self._existing(
+                    session, row, now, provider, operation, repeatable, reconciles
+                )
         raise ApplicationError(
             f"{provider} {operation} is contended",
             {"idempotencyKey": key},
@@ -307,7 +381,8 @@ class Ledger:
         provider: str,
         operation: str,
         repeatable: bool,
-    ) -> _Recorded | int:
+        reconciles: bool = False,
+    ) -> _Recorded | _Reconciling | int:
         key = row.idempotency_key
         if row.status == ProviderCallStatus.SUCCEEDED:
             return _Recorded(row.result)
@@ -318,24 +393,29 @@ class Ledger:
                 type=row.error_code or ErrorCode.PROVIDER_ERROR.value,
                 non_retryable=True,
             )
-        if row.status == ProviderCallStatus.UNKNOWN:
+        if row.status == ProviderCallStatus.UNKNOWN and not reconciles:
             raise _unknown(key)
-        if row.reserved_until > now:
+        if row.status == ProviderCallStatus.RESERVED and row.reserved_until > now:
             raise ApplicationError(
                 f"{provider} {operation} is already in progress",
                 {"idempotencyKey": key},
                 type=_IN_PROGRESS,
                 next_retry_delay=min(row.reserved_until - now, self._in_progress_retry),
             )
-        # The lease ran out: an earlier attempt crashed between reserve and record.
+        # The lease ran out (an earlier attempt crashed between reserve and record), or
+        # the outcome is UNKNOWN and this call can reconcile it.
         attempt = row.attempts + 1
         taken = session.execute(
             update(ProviderCall)
             .where(ProviderCall.idempotency_key == key)  # type: ignore[arg-type]
             .where(ProviderCall.attempts == row.attempts)  # type: ignore[arg-type]
-            .where(ProviderCall.status == ProviderCallStatus.RESERVED)  # type: ignore[arg-type]
+            .where(ProviderCall.status == row.status)  # type: ignore[arg-type]
             .values(
-                status=ProviderCallStatus.RESERVED if repeatable else ProviderCallStatus.UNKNOWN,
+                status=(
+                    ProviderCallStatus.RESERVED
+                    if repeatable or reconciles
+                    else ProviderCallStatus.UNKNOWN
+                ),
                 reserved_until=now + self._lease,
                 attempts=attempt,
             )
@@ -348,6 +428,8 @@ class Ledger:
                 type=_IN_PROGRESS,
                 next_retry_delay=self._in_progress_retry,
             )
+        if reconciles:
+            return _Reconciling(attempt, row.created_at)
         if not repeatable:
             log.warning("provider call %s has an unknown outcome", key)
             raise _unknown(key)
@@ -404,6 +486,18 @@ class _Raised:
 class _Recorded:
     def __init__(self, value: JSON) -> None:
         self.value = value
+
+
+class _Reconciling:
+    """The reservation, taken over to ask the provider what the earlier attempt did."""
+
+    def __init__(self, attempt: int, since: datetime) -> None:
+        self.attempt = attempt
+        self.since = since
+
+
+class _NoTrace:
+    """The provider shows no trace of the earlier attempt."""
 
 
 def _provider_did_not_act(failure: ApplicationError) -> bool:

@@ -38,6 +38,10 @@ PROVIDER = "zoom"
 # that dies in flight.
 TOKEN_EXPIRY_MARGIN_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 20.0
+# Zoom's largest page; a reconciliation reads at most this many pages of meetings.
+LIST_PAGE_SIZE = 300
+LIST_PAGES_MAX = 20
+CREATED_SKEW = timedelta(minutes=1)
 # Zoom's codes that mean "not there": 3001 meeting does not exist, 3301 no recording.
 MEETING_NOT_FOUND = 3001
 NO_RECORDING = 3301
@@ -131,6 +135,22 @@ class ZoomClient:
         with id, join_url, start_url and password."""
         response = await self._call("POST", "/v2/users/me/meetings", json=body)
         return _json_object(response)
+
+    async def list_meetings(self) -> list[dict[str, Any]]:
+        """Every meeting of the account's user (`me`), as Zoom lists them: without start
+        URL or password (read one with `get_meeting` for those)."""
+        meetings: list[dict[str, Any]] = []
+        page_token = ""
+        for _ in range(LIST_PAGES_MAX):
+            params: dict[str, str | int] = {"type": "scheduled", "page_size": LIST_PAGE_SIZE}
+            if page_token:
+                params["next_page_token"] = page_token
+            page = _json_object(await self._call("GET", "/v2/users/me/meetings", params=params))
+            meetings.extend(item for item in page.get("meetings") or [] if isinstance(item, dict))
+            page_token = str(page.get("next_page_token") or "")
+            if not page_token:
+                break
+        return meetings
 
     async def get_meeting(self, meeting_id: str) -> dict[str, Any]:
         return _json_object(await self._call("GET", f"/v2/meetings/{meeting_id}"))
@@ -442,6 +462,36 @@ def meeting_body(
     if settings:
         body["settings"] = zoom_settings(settings)
     return body
+
+
+class AmbiguousMeeting(Exception):
+    """More than one meeting could be the one an interrupted create made."""
+
+
+def created_by(
+    meetings: list[dict[str, Any]], body: dict[str, Any], since: datetime
+) -> dict[str, Any] | None:
+    """The meeting an interrupted create of `body` made, among the host's `meetings`: the
+    same topic and start time, created no earlier than `since` (a minute's clock skew
+    allowed). None when there is none; `AmbiguousMeeting` when there are several."""
+    if since.tzinfo is None:  # SQLite hands timestamps back naive; they are UTC
+        since = since.replace(tzinfo=UTC)
+    earliest = since - CREATED_SKEW
+    found = []
+    for meeting in meetings:
+        if meeting.get("topic") != body.get("topic"):
+            continue
+        if "start_time" in body and meeting.get("start_time") != body["start_time"]:
+            continue
+        try:
+            created = parse_start(str(meeting.get("created_at") or ""))
+        except (ValueError, MeetingFieldError):
+            continue
+        if created >= earliest:
+            found.append(meeting)
+    if len(found) > 1:
+        raise AmbiguousMeeting(f"{len(found)} meetings match the interrupted create")
+    return found[0] if found else None
 
 
 def recording_links(recording: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,8 @@ Routes (Zoom's documented paths and shapes; JSON):
            end_date_time?}), start_time, duration, timezone, agenda, settings {host_video,
            participant_video, waiting_room, …}} → 201 with id (11 digits), uuid, join_url,
            start_url, password
+    GET    /v2/users/me/meetings?page_size=&next_page_token=   the caller's meetings,
+           oldest first, without start_url or password (Zoom's "List meetings")
     GET    /v2/meetings/{meetingId}     the meeting
     PATCH  /v2/meetings/{meetingId}     the same fields (settings merged) → 204
     DELETE /v2/meetings/{meetingId}     → 204
@@ -51,7 +53,9 @@ Controls for `/sandbox` and tests (not Zoom's; JSON, camelCase like Relay's own 
                                          {plainToken, encryptedToken: hex HMAC-SHA256 of
                                          plainToken keyed with the secret} → {passed, ...}
     POST /_sandbox/faults                {count, status?: 429 | 503 (default)}: the next
-                                         `count` API calls (token included) answer it
+                                         `count` API calls (token included) answer it;
+                                         status "lost": the next `count` creates book the
+                                         meeting and drop the connection mid-answer
     POST /_sandbox/tokens                {token, subject?, expiresAt?}: accept `token` as
                                          a user's (a catalog `zoom` connection's); or the
                                          OAuth providers sandbox's token-sink notices
@@ -76,7 +80,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,7 +91,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from relay.sandbox.server import (
@@ -310,6 +314,7 @@ class ZoomState:
         self._meetings: dict[int, _Meeting] = {}
         self._faults = 0
         self._fault_status = 503
+        self._lost_answers = 0
         self._poster = Poster("zoom-webhooks", delivery_delays)
 
     def close(self) -> None:
@@ -429,6 +434,29 @@ class ZoomState:
         with self._lock:
             return self._meeting(meeting_id).resource()
 
+    def listed(self, host: str, page_size: int, page_token: str | None) -> dict[str, Any]:
+        """Zoom's "List meetings" for the host: the list items (no start URL or
+        password), oldest first, paged by `next_page_token`."""
+        start = int(page_token) if page_token and page_token.isdigit() else 0
+        with self._lock:
+            own = [m for m in self._meetings.values() if m.host == host]
+            page = own[start : start + page_size]
+            more = start + page_size < len(own)
+            listed = [
+                {
+                    key: value
+                    for key, value in meeting.resource().items()
+                    if key not in ("start_url", "password", "h323_password", "settings")
+                }
+                for meeting in page
+            ]
+        return {
+            "page_size": page_size,
+            "total_records": len(own),
+            "next_page_token": str(start + page_size) if more else "",
+            "meetings": listed,
+        }
+
     def update(self, meeting_id: str, body: dict[str, Any]) -> None:
         with self._lock:
             meeting = self._meeting(meeting_id)
@@ -456,6 +484,19 @@ class ZoomState:
     def fail_next(self, count: int, status: int) -> None:
         with self._lock:
             self._faults, self._fault_status = count, status
+
+    def lose_next_answers(self, count: int) -> None:
+        """The next `count` creates book the meeting, then drop the connection mid-answer
+        (a network failure after Zoom acted: the caller cannot tell whether it did)."""
+        with self._lock:
+            self._lost_answers = count
+
+    def take_lost_answer(self) -> bool:
+        with self._lock:
+            if self._lost_answers <= 0:
+                return False
+            self._lost_answers -= 1
+            return True
 
     def meetings(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -696,7 +737,21 @@ async def _token(state: ZoomState, request: Request) -> Response:
 
 
 async def _create(state: ZoomState, request: Request) -> Response:
-    return JSONResponse(state.create(await _json(request), request.state.host), 201)
+    if request.method == "GET":
+        size = request.query_params.get("page_size", "30")
+        if not size.isdigit() or not 1 <= int(size) <= 300:
+            raise ZoomError(400, 300, "page_size must be between 1 and 300")
+        token = request.query_params.get("next_page_token")
+        return JSONResponse(state.listed(request.state.host, int(size), token))
+    created = state.create(await _json(request), request.state.host)
+    if state.take_lost_answer():
+        return StreamingResponse(_cut_short(json.dumps(created).encode()), 201)
+    return JSONResponse(created, 201)
+
+
+async def _cut_short(body: bytes) -> AsyncIterator[bytes]:
+    yield body[: len(body) // 2]
+    raise ConnectionAbortedError("the sandbox dropped the answer (a lost-answer fault)")
 
 
 async def _meeting(state: ZoomState, request: Request) -> Response:
@@ -751,6 +806,9 @@ async def _control_faults(state: ZoomState, request: Request) -> Response:
     count, status = body.get("count"), body.get("status", 503)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ZoomError(400, 300, "count must be a whole number")
+    if status == "lost":
+        state.lose_next_answers(count)
+        return JSONResponse({"count": count, "status": status})
     if status not in _FAULT_MESSAGES:
         raise ZoomError(400, 300, "status must be 429 or 503")
     state.fail_next(count, int(status))
@@ -789,7 +847,7 @@ def create_app(state: ZoomState) -> Starlette:
     meeting = "/v2/meetings/{meeting_id}"
     routes = [
         Route("/oauth/token", _route(_token, api=False), methods=["POST"]),
-        Route("/v2/users/me/meetings", _route(_create), methods=["POST"]),
+        Route("/v2/users/me/meetings", _route(_create), methods=["GET", "POST"]),
         Route(meeting, _route(_meeting), methods=["GET", "PATCH", "DELETE"]),
         Route(f"{meeting}/recordings", _route(_recordings), methods=["GET"]),
         Route("/_sandbox/meetings", _route(_control_meetings, api=False), methods=["GET"]),

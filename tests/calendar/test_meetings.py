@@ -22,6 +22,8 @@ from relay.calendar.contracts import (
     meeting_workflow_id,
 )
 from relay.inbound.contracts import InboundEventSignal
+from relay.ledger import Ledger
+from relay.models.platform import ProviderCallStatus
 from tests.calendar.conftest import CalendarStack
 from tests.calendar.meetings_support import history_text, meeting_request, published
 from workflows.calendar import MeetingWorkflow
@@ -394,3 +396,24 @@ async def test_zooms_signed_webhooks_reach_the_meeting(calendar_stack: CalendarS
     assert [e["type"] for e in published(stack.engine, meeting["id"])] == [
         "meeting.recording_ready"
     ]
+
+
+async def test_a_zoom_create_whose_answer_was_lost_keeps_the_meeting_it_made(
+    calendar_stack: CalendarStack,
+) -> None:
+    # Zoom booked the meeting but the connection dropped before its answer arrived: the
+    # next attempt finds it in the host's list instead of booking a second one.
+    stack = calendar_stack
+    assert stack.zoom is not None
+    stack.zoom.state.lose_next_answers(1)
+    response = await _post(stack, meeting_request(userId="ivy", topic="Lost answer"))
+    assert response.status_code == 201, response.text
+    meeting = response.json()["data"]
+    (booked,) = [m for m in _zoom_meetings(stack) if m["topic"] == "Lost answer"]
+    assert str(booked["id"]) == meeting["zoomMeetingId"]
+    assert meeting["joinUrl"] == booked["joinUrl"]
+    # The ledger shows the lost answer: a second attempt, which reconciled.
+    call = Ledger(stack.engine).lookup(f"meeting-{meeting['id']}:zoom-create")
+    assert call is not None
+    assert (call.status, call.attempts) == (ProviderCallStatus.SUCCEEDED, 2)
+    assert call.result == {"zoomMeetingId": meeting["zoomMeetingId"], "joinUrl": booked["joinUrl"]}

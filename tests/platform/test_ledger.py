@@ -224,6 +224,91 @@ async def test_crash_between_reserve_and_record_non_repeatable_is_unknown_outcom
     assert row is not None and row.status == ProviderCallStatus.UNKNOWN
 
 
+async def test_an_unanswered_call_is_reconciled_from_the_provider_not_made_again(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    provider.plan("lost", Reply(delay=1))
+    call = _charge(http, provider.url_for("lost"), timeout=0.2)
+    asked: list[object] = []
+
+    async def reconcile(since: Any) -> Any:
+        # What the provider shows: the charge the unanswered request made.
+        asked.append(since)
+        return {"id": "lost-1"} if provider.hits["lost"] else None
+
+    with pytest.raises(ApplicationError) as first:
+        await ledger.run(key, call, provider="acme", operation="charge", reconcile=reconcile)
+    # Not the end of the run: the next attempt asks the provider.
+    assert first.value.non_retryable is False
+    row = ledger.lookup(key)
+    assert row is not None and row.status == ProviderCallStatus.UNKNOWN
+
+    result = await ledger.run(key, call, provider="acme", operation="charge", reconcile=reconcile)
+
+    assert result == {"id": "lost-1"}
+    assert provider.hits["lost"] == 1
+    assert asked == [row.created_at]
+    row = ledger.lookup(key)
+    assert row is not None
+    assert (row.status, row.result, row.attempts) == (
+        ProviderCallStatus.SUCCEEDED,
+        {"id": "lost-1"},
+        2,
+    )
+    # Recorded: a later attempt neither reconciles nor calls.
+    again = await ledger.run(key, call, provider="acme", operation="charge", reconcile=reconcile)
+    assert again == {"id": "lost-1"} and len(asked) == 1
+
+
+async def test_a_crashed_call_the_provider_shows_no_trace_of_is_made_again(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    _crashed_reservation(engine, key, expired=True)
+
+    async def nothing_there(since: Any) -> None:
+        return None
+
+    result = await ledger.run(
+        key,
+        _charge(http, provider.url_for("fresh")),
+        provider="acme",
+        operation="charge",
+        reconcile=nothing_there,
+    )
+
+    assert result == {"id": "fresh-1"}
+    row = ledger.lookup(key)
+    assert row is not None
+    assert (row.status, row.attempts) == (ProviderCallStatus.SUCCEEDED, 2)
+
+
+async def test_a_reconciliation_that_cannot_tell_leaves_the_outcome_unknown(
+    engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
+) -> None:
+    ledger, key = Ledger(engine), _key()
+    _crashed_reservation(engine, key, expired=True)
+    call = _charge(http, provider.url_for("unsure"))
+
+    async def two_candidates(since: Any) -> None:
+        raise ApplicationError("2 candidates", type="UNKNOWN_OUTCOME", non_retryable=True)
+
+    async def unreachable(since: Any) -> None:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.run(key, call, provider="acme", operation="charge", reconcile=two_candidates)
+    assert (caught.value.type, caught.value.non_retryable) == ("UNKNOWN_OUTCOME", True)
+    with pytest.raises(ApplicationError) as transient:
+        await ledger.run(key, call, provider="acme", operation="charge", reconcile=unreachable)
+    assert transient.value.non_retryable is False
+
+    assert provider.hits["unsure"] == 0
+    row = ledger.lookup(key)
+    assert row is not None and row.status == ProviderCallStatus.UNKNOWN
+
+
 async def test_live_lease_is_retryable_call_in_progress(
     engine: Engine, provider: FakeProvider, http: httpx.AsyncClient
 ) -> None:
