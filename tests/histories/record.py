@@ -6,6 +6,7 @@ recorded run to `tests/histories/<WorkflowType>/<scenario>.json`.
 
     python -m tests.histories.record                       # every scenario
     python -m tests.histories.record WebhookDispatchWorkflow   # one workflow's scenarios
+    python -m tests.histories.record IntegrationWorkflow/instagram-long-lived  # one scenario
     python -m tests.histories.record --list
 
 Existing files are overwritten only for the scenarios that run; histories of
@@ -96,7 +97,11 @@ async def record(selected: list[Registered]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workflow_types", nargs="*", help="only these workflow types")
+    parser.add_argument(
+        "workflow_types",
+        nargs="*",
+        help="only these workflow types, or single scenarios as WorkflowType/scenario",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -106,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         for registered in scenarios:
             print(f"{registered.workflow_type}/{registered.name}")
         return 0
+    wanted = set(args.workflow_types)
     selected = [
-        s for s in scenarios if not args.workflow_types or s.workflow_type in args.workflow_types
+        s
+        for s in scenarios
+        if not wanted or s.workflow_type in wanted or f"{s.workflow_type}/{s.name}" in wanted
     ]
     if not selected:
         print("no scenario matches", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -156,4 +157,43 @@ async def confirmation_burnt(rec: Recording) -> list[str]:
                 )
         workflow_id = f"integration-{integration_id}"
         await _finished(stack, workflow_id)
+    return [workflow_id]
+
+
+@scenario("IntegrationWorkflow", "instagram-long-lived")
+async def instagram_long_lived(rec: Recording) -> list[str]:
+    """Instagram through the OAuth providers sandbox: the code's short-lived token traded
+    for a long-lived one at connect (ig_exchange_token), then kept alive by a refresh
+    (ig_refresh_token), credentials read, and disconnected."""
+    from relay.sandbox.oauth_providers import OAuthProvidersSandbox
+    from tests.oauth.test_long_lived_tokens import approve
+
+    run_dir = rec.data_dir / f"instagram-{uuid.uuid4().hex[:8]}"
+    run_dir.mkdir(parents=True)
+    sandbox = OAuthProvidersSandbox(
+        port=0, providers_file=run_dir / "providers.yaml", refresh_min_age_seconds=0
+    )
+    with sandbox.run_in_thread() as running:
+        env = running.sandbox.environment()
+        providers_file = Path(env.pop("PROVIDERS_FILE"))
+        env_file = run_dir / "sandbox.env"
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+        async with rec.stack(providers_file=providers_file, _env_file=env_file) as stack:
+            async with stack.http() as http, httpx.AsyncClient(timeout=30) as browser:  # type: ignore[attr-defined]
+                started = await http.post(
+                    "/v1/integrations/oauth/initiate",
+                    json={"userId": "user-1", "provider": "instagram", "redirectUri": APP_REDIRECT},
+                )
+                started.raise_for_status()
+                data = started.json()["data"]
+                landed = await browser.get(await approve(data["authorizationUrl"]))
+                assert landed.status_code == 302, landed.text
+                assert "status=success" in landed.headers["location"], landed.headers
+                integration_id = data["integrationId"]
+                path = f"/v1/integrations/{integration_id}"
+                (await http.post(f"{path}/refresh")).raise_for_status()
+                (await http.get(f"{path}/credentials")).raise_for_status()
+                (await http.delete(path)).raise_for_status()
+            workflow_id = f"integration-{integration_id}"
+            await _finished(stack, workflow_id)
     return [workflow_id]
