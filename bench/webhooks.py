@@ -126,10 +126,17 @@ class Stack:
     """
 
     def __init__(
-        self, database_url: str | None, *, persist_temporal: bool = True, worker: bool = True
+        self,
+        database_url: str | None,
+        *,
+        persist_temporal: bool = True,
+        worker: bool = True,
+        workers: int = 1,
+        shards: int = 1,
     ) -> None:
         self.persist_temporal = persist_temporal
         self.worker = worker
+        self.workers = workers
         self.dir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
         self.api_port = free_port()
         self.temporal_port = free_port()
@@ -145,6 +152,7 @@ class Stack:
             "TEMPORAL_TASK_QUEUE": "relay-bench",
             "ENCRYPTION_KEYS": generate_key_spec("bench"),
             "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "WEBHOOK_DISPATCH_SHARDS": str(shards),
             "LOG_LEVEL": "WARNING",
         }
 
@@ -177,7 +185,8 @@ class Stack:
         engine.dispose()
         self._wait_port(self.temporal_port)
         if self.worker:
-            self._spawn([sys.executable, "-m", "relay.cli", "worker"])
+            for _ in range(self.workers):
+                self._spawn([sys.executable, "-m", "relay.cli", "worker"])
         self._spawn([sys.executable, "-m", "relay.cli", "api"])
         self._wait_port(self.api_port)
         return key
@@ -287,7 +296,7 @@ async def main(args: argparse.Namespace) -> list[Figure]:
     await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
     receiver_url = f"http://127.0.0.1:{receiver_port}"
 
-    stack = Stack(args.database_url)
+    stack = Stack(args.database_url, workers=args.workers, shards=args.shards)
     figures: list[Figure] = []
     try:
         key = await asyncio.to_thread(stack.start)
@@ -355,6 +364,8 @@ def cli() -> None:
     parser.add_argument("--scale", type=int, default=1, help="divide many-small's events by this")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--only", help="run one shape: fan-out, many-small, scaling-100, …")
+    parser.add_argument("--workers", type=int, default=1, help="`relay worker` processes")
+    parser.add_argument("--shards", type=int, default=1, help="WEBHOOK_DISPATCH_SHARDS")
     args = parser.parse_args()
     figures = asyncio.run(main(args))
     RESULTS.mkdir(exist_ok=True)
@@ -365,6 +376,8 @@ def cli() -> None:
                 "date": datetime.now(UTC).isoformat(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                 "database": args.database_url or "sqlite",
+                "workers": args.workers,
+                "shards": args.shards,
                 "figures": [asdict(f) | {"ratio": round(f.ratio, 4)} for f in figures],
             },
             indent=2,
