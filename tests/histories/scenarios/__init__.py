@@ -20,6 +20,7 @@ to a workflow only if the old histories still replay (keep the old files too).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 import uuid
@@ -38,7 +39,7 @@ from relay.migrate import upgrade
 from relay.settings import Settings
 from relay.temporal import connect
 from relay.worker_context import WorkerContext
-from worker import build_worker, start_long_lived_workflows
+from worker import build_dedicated_workers, build_worker, start_long_lived_workflows
 
 HISTORIES = Path(__file__).resolve().parent.parent
 KEYS_FILE = HISTORIES / "keys.txt"
@@ -101,7 +102,10 @@ class Recording:
             # Providers send the browser back to PUBLIC_BASE_URL's callback: this API.
             settings.public_base_url = server.url
         try:
-            async with worker:
+            async with contextlib.AsyncExitStack() as workers:
+                # The main worker and each capability's own (files' processing queue).
+                for running in [worker, *build_dedicated_workers(context)]:
+                    await workers.enter_async_context(running)
                 await start_long_lived_workflows(context)
                 with server:
                     yield RecordingStack(settings, client, server.url, api_key, context)
