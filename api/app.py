@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from api.limits import BodyLimit
 from api.routes import codec, health, runs, sandbox
 from api.temporal_gateway import TemporalGateway
 from relay import __version__
+from relay.api_keys import KeyCache
 from relay.capabilities import CAPABILITIES
 from relay.crypto import Keyring, load_keyring
 from relay.db import make_engine
@@ -67,7 +70,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The one Temporal client of this process, connected on first use.
         app.state.temporal = TemporalGateway(lambda: connect(settings, keyring))
+        # API keys: the cache of lookups is trusted only while this keeps it checked for
+        # revocations (relay/api_keys.py: a revoked key is refused within a second).
+        key_cache = app.state.key_cache = KeyCache(engine)
+        key_checks = asyncio.create_task(key_cache.watch(), name="api-key-revocations")
         yield
+        key_checks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await key_checks
         marks = getattr(app.state, "inbound_marks", None)
         if marks is not None:  # what was answered FORWARDED is marked so before exiting
             await marks.flush()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from relay.api_keys import Scope, allows, authenticate, scopes_of
+from relay.api_keys import KeyCache, Scope, allows, authenticate, hash_key, lookup, scopes_of
 from relay.codec_sessions import SESSION_TTL, session_key
 from relay.crypto import Keyring
 from relay.errors import ErrorCode, RelayError
@@ -100,19 +100,44 @@ def _forbid_unless(key: ApiKey, scope: Scope) -> None:
         )
 
 
+def key_cache(request: Request) -> KeyCache:
+    """The process's cache of key lookups (relay/api_keys.py). The app's lifespan keeps it
+    checked for revocations; until a check has run it is not trusted and every request
+    looks its key up."""
+    cache = getattr(request.app.state, "key_cache", None)
+    if cache is None:
+        cache = request.app.state.key_cache = KeyCache(request.app.state.engine)
+    return cache  # type: ignore[no-any-return]
+
+
+async def authenticate_cached(request: Request, raw: str) -> ApiKey | None:
+    """The live key for `raw`: from the process's cache while it is trusted, else from the
+    database (a hit costs no thread hop and no query; a miss is never cached)."""
+    cache = key_cache(request)
+    key_hash = hash_key(raw)
+    key = cache.get(key_hash)
+    if key is not None:
+        return key
+    generation = cache.generation()
+    key = await asyncio.to_thread(lookup, request.app.state.engine, key_hash)
+    if key is not None:
+        cache.put(key_hash, key, generation)
+    return key
+
+
 async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise RelayError(ErrorCode.UNAUTHORIZED, "an API key is required (Authorization: Bearer …)")
-    key = await asyncio.to_thread(authenticate, request.app.state.engine, credentials.credentials)
+    key = await authenticate_cached(request, credentials.credentials)
     if key is None:
         raise RelayError(ErrorCode.UNAUTHORIZED, "the API key is unknown or revoked")
     route = request.scope.get("route")
     # A route that declares scopes is checked by those dependencies (below); one that
     # declares none needs `app`. Without a route to look at, fail closed.
-    if not isinstance(route, APIRoute) or not declared_scopes(route):
+    if not isinstance(route, APIRoute) or not route_scopes(route):
         _forbid_unless(key, Scope.APP)
     return key
 
@@ -134,6 +159,19 @@ class RequireScope:
 def require_scope(scope: str) -> RequireScope:
     """A dependency requiring `scope` (or `admin`) of the caller's API key."""
     return RequireScope(Scope(scope))
+
+
+_SCOPES_ATTRIBUTE = "_relay_declared_scopes"
+
+
+def route_scopes(route: APIRoute) -> frozenset[Scope]:
+    """`declared_scopes`, worked out once per route and kept on it (every /v1 request
+    asks; routes are not hashable, so not a dict)."""
+    scopes: frozenset[Scope] | None = getattr(route, _SCOPES_ATTRIBUTE, None)
+    if scopes is None:
+        scopes = frozenset(declared_scopes(route))
+        setattr(route, _SCOPES_ATTRIBUTE, scopes)
+    return scopes
 
 
 def declared_scopes(route: APIRoute) -> set[Scope]:

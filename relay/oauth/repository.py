@@ -9,13 +9,15 @@ through `TokenStore`, in the same transaction as the integration row they belong
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, update
+from sqlalchemy import Select, Table, and_, bindparam, insert, update
 from sqlalchemy import select as core_select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from relay.crypto import Keyring
@@ -43,7 +45,7 @@ from relay.oauth.contracts import (
     TokenInfo,
 )
 from relay.oauth.protocol import TokenResponse
-from relay.oauth.tokens import TokenStore
+from relay.oauth.tokens import Tokens, TokenStore
 from relay.webhooks.publish import PublishResult, publish_event
 
 ERROR_LIMIT = 1000
@@ -140,6 +142,199 @@ def scrub_personal_data(engine: Engine, integration_ids: Iterable[uuid.UUID]) ->
         session.commit()
 
 
+@dataclass(frozen=True)
+class CredentialRead:
+    """What GET …/credentials needs, read in one session: the integration, whether its
+    latest authorization still awaits the application's confirmation, and its tokens
+    (opened; None when the row holds none)."""
+
+    integration: Integration
+    awaiting_confirmation: bool
+    tokens: Tokens | None = field(repr=False)
+    logged: bool = False  # its access-log row was written with it
+
+
+_CREDENTIALS: Table = IntegrationCredential.__table__  # type: ignore[attr-defined]
+_STATES: Table = OAuthState.__table__  # type: ignore[attr-defined]
+_INTEGRATION_COLUMNS = [
+    ("meta" if column.name == "metadata" else column.name, column) for column in INTEGRATIONS.c
+]
+# The latest authorization awaits the application's confirmation (NULL: no state at all).
+_AWAITING = (
+    core_select(
+        and_(_STATES.c.require_confirmation, _STATES.c.confirmed_at.is_(None))  # type: ignore[arg-type]
+    )
+    .where(_STATES.c.integration_id == INTEGRATIONS.c.id)
+    .order_by(_STATES.c.created_at.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_READ_CREDENTIALS = (
+    core_select(
+        *(column for _, column in _INTEGRATION_COLUMNS),
+        _CREDENTIALS.c.integration_id.label("credential_id"),
+        _CREDENTIALS.c.access_token,
+        _CREDENTIALS.c.refresh_token,
+        _CREDENTIALS.c.extras,
+        _CREDENTIALS.c.version,
+        _AWAITING.label("awaiting"),
+    )
+    .select_from(INTEGRATIONS)
+    .outerjoin(_CREDENTIALS, _CREDENTIALS.c.integration_id == INTEGRATIONS.c.id)
+)
+_READ_ONE = _READ_CREDENTIALS.where(INTEGRATIONS.c.id == bindparam("integration_id"))
+_READ_MANY = _READ_CREDENTIALS.where(INTEGRATIONS.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def read_credentials(
+    engine: Engine, keyring: Keyring, integration_id: uuid.UUID
+) -> CredentialRead | None:
+    """The integration, its confirmation state and its tokens in one statement (one round
+    trip, where it took three); None if there is no such integration. Same answers as
+    `get_integration`, `awaiting_confirmation` and `TokenStore.read`."""
+    with engine.connect() as connection:
+        return _read_credentials(connection, keyring, integration_id)
+
+
+def _read_credentials(
+    connection: Connection, keyring: Keyring, integration_id: uuid.UUID
+) -> CredentialRead | None:
+    row = connection.execute(_READ_ONE, {"integration_id": integration_id}).first()
+    return None if row is None else _credential_read(connection, keyring, row)
+
+
+def _read_many(
+    connection: Connection, keyring: Keyring, integration_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, CredentialRead]:
+    """One statement (one round trip) for a batch's integrations, each read once."""
+    if len(integration_ids) == 1:
+        (only,) = integration_ids
+        read = _read_credentials(connection, keyring, only)
+        return {} if read is None else {only: read}
+    rows = connection.execute(_READ_MANY, {"ids": list(integration_ids)}).all()
+    return {
+        read.integration.id: read
+        for read in (_credential_read(connection, keyring, r) for r in rows)
+    }
+
+
+def _credential_read(connection: Connection, keyring: Keyring, row: Any) -> CredentialRead:
+    values = row._mapping
+    integration_id = values[INTEGRATIONS.c.id]
+    integration = Integration(**{name: values[column] for name, column in _INTEGRATION_COLUMNS})
+    tokens = (
+        TokenStore(connection.engine, keyring).open_columns(
+            integration_id,
+            values[_CREDENTIALS.c.access_token],
+            values[_CREDENTIALS.c.refresh_token],
+            values[_CREDENTIALS.c.extras],
+            values[_CREDENTIALS.c.version],
+        )
+        if values["credential_id"] is not None
+        else None
+    )
+    return CredentialRead(
+        integration=integration,
+        awaiting_confirmation=bool(values["awaiting"]),
+        tokens=tokens,
+    )
+
+
+@dataclass(frozen=True)
+class CredentialAccess:
+    """One read of a token, for the credential access log; `accessed_at` is when the
+    read happened (not when its row was written)."""
+
+    integration_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    refreshed: bool
+    client_address: str | None
+    accessed_at: datetime
+
+
+CREDENTIAL_ACCESS: Table = IntegrationCredentialAccess.__table__  # type: ignore[attr-defined]
+_INSERT_ACCESS = insert(CREDENTIAL_ACCESS)  # built once: no statement cache key per write
+
+
+def _access_row(access: CredentialAccess) -> dict[str, Any]:
+    return {"id": uuid.uuid4(), **asdict(access)}
+
+
+def write_credential_accesses(
+    engine: Engine, accesses: list[CredentialAccess]
+) -> list[BaseException | None]:
+    """Rows of the credential access log, all in one transaction. Should the batch be
+    refused (an integration deleted meanwhile), each row is written alone, so only that
+    read fails."""
+    try:
+        with engine.begin() as connection:
+            connection.execute(_INSERT_ACCESS, [_access_row(a) for a in accesses])
+        return [None] * len(accesses)
+    except IntegrityError:
+        if len(accesses) == 1:
+            raise
+    results: list[BaseException | None] = []
+    for access in accesses:
+        try:
+            with engine.begin() as connection:
+                connection.execute(_INSERT_ACCESS, [_access_row(access)])
+            results.append(None)
+        except IntegrityError as exc:
+            results.append(exc)
+    return results
+
+
+@dataclass(frozen=True)
+class CredentialRequest:
+    """One GET …/credentials for `read_and_log_credentials`: `admit` (the route's checks,
+    run on what was read) raises to refuse the read, returns False to hand it back
+    unlogged (a refresh is due first), or True to log it with `access`."""
+
+    access: CredentialAccess
+    admit: Callable[[CredentialRead | None], bool]
+
+
+def read_and_log_credentials(
+    engine: Engine, keyring: Keyring, requests: list[CredentialRequest]
+) -> list[CredentialRead | BaseException]:
+    """Reads and access-log rows of concurrent credential reads in one transaction (a
+    `GroupCommit`'s `write_many`): each read's integration, confirmation state and tokens,
+    its checks, and the rows of the reads admitted, committed together. A refused read is
+    its own exception in the list and logs nothing."""
+    results: list[CredentialRead | BaseException] = []
+    admitted: list[CredentialAccess] = []
+    try:
+        with engine.begin() as connection:
+            found = _read_many(
+                connection, keyring, {request.access.integration_id for request in requests}
+            )
+            for request in requests:
+                read = found.get(request.access.integration_id)
+                try:
+                    log_now = request.admit(read)
+                except Exception as exc:
+                    results.append(exc)
+                    continue
+                assert read is not None  # admit refuses a missing integration
+                results.append(replace(read, logged=log_now))
+                if log_now:
+                    admitted.append(request.access)
+            if admitted:
+                connection.execute(_INSERT_ACCESS, [_access_row(a) for a in admitted])
+    except IntegrityError:
+        if len(requests) == 1:
+            raise
+        # An integration deleted between its read and the insert: each read alone.
+        alone: list[CredentialRead | BaseException] = []
+        for request in requests:
+            try:
+                alone.extend(read_and_log_credentials(engine, keyring, [request]))
+            except IntegrityError as exc:
+                alone.append(exc)
+        return alone
+    return results
+
+
 def record_credential_access(
     engine: Engine,
     integration_id: uuid.UUID,
@@ -148,16 +343,12 @@ def record_credential_access(
     refreshed: bool,
     client_address: str | None,
 ) -> None:
-    with Session(engine, expire_on_commit=False) as session:
-        session.add(
-            IntegrationCredentialAccess(
-                integration_id=integration_id,
-                api_key_id=api_key_id,
-                refreshed=refreshed,
-                client_address=client_address,
-            )
-        )
-        session.commit()
+    """One access-log row in a transaction of its own (the route groups its rows through
+    `write_credential_accesses`)."""
+    write_credential_accesses(
+        engine,
+        [CredentialAccess(integration_id, api_key_id, refreshed, client_address, utcnow())],
+    )
 
 
 # --- sync logs and events ----------------------------------------------------------------
@@ -551,9 +742,15 @@ def awaiting_confirmation(engine: Engine, integration_id: uuid.UUID) -> bool:
     """The connection was initiated with requireConfirmation and not confirmed yet: the
     credentials route's own check, whatever the integration's status says."""
     with Session(engine) as session:
-        state = session.exec(
-            select(OAuthState)
-            .where(col(OAuthState.integration_id) == integration_id)
-            .order_by(col(OAuthState.created_at).desc())
-        ).first()
-    return state is not None and state.require_confirmation and state.confirmed_at is None
+        return _awaiting_confirmation(session, integration_id)
+
+
+def _awaiting_confirmation(session: Session, integration_id: uuid.UUID) -> bool:
+    # The latest state's two columns only (no ORM instance, no sealed columns).
+    latest = session.execute(
+        core_select(OAuthState.require_confirmation, OAuthState.confirmed_at)  # type: ignore[call-overload]
+        .where(col(OAuthState.integration_id) == integration_id)
+        .order_by(col(OAuthState.created_at).desc())
+        .limit(1)
+    ).first()
+    return latest is not None and bool(latest[0]) and latest[1] is None

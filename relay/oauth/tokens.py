@@ -66,28 +66,43 @@ class TokenStore:
 
     def read(self, integration_id: uuid.UUID) -> Tokens | None:
         with Session(self._engine) as session:
-            row = session.get(IntegrationCredential, integration_id)
-            if row is None:
-                return None
-            return self._open(row)
+            return self.read_in(session, integration_id)
+
+    def read_in(self, session: Session, integration_id: uuid.UUID) -> Tokens | None:
+        """`read` in the caller's session (the credentials route reads the integration,
+        its confirmation state and its tokens in one)."""
+        row = session.get(IntegrationCredential, integration_id)
+        if row is None:
+            return None
+        return self._open(row)
 
     def _open(self, row: IntegrationCredential) -> Tokens:
-        access = self._keyring.open(
-            row.access_token, token_context(row.integration_id, "access_token")
+        return self.open_columns(
+            row.integration_id, row.access_token, row.refresh_token, row.extras, row.version
         )
+
+    def open_columns(
+        self,
+        integration_id: uuid.UUID,
+        access_token: str,
+        refresh_token: str | None,
+        extras: str | None,
+        version: int,
+    ) -> Tokens:
+        """The tokens of a row read by a query of the caller's own (the credentials
+        route reads them with the integration, in one statement)."""
+        access = self._keyring.open(access_token, token_context(integration_id, "access_token"))
         refresh = (
-            self._keyring.open(
-                row.refresh_token, token_context(row.integration_id, "refresh_token")
-            )
-            if row.refresh_token
+            self._keyring.open(refresh_token, token_context(integration_id, "refresh_token"))
+            if refresh_token
             else None
         )
-        extras = (
-            json.loads(self._keyring.open(row.extras, token_context(row.integration_id, "extras")))
-            if row.extras
+        opened = (
+            json.loads(self._keyring.open(extras, token_context(integration_id, "extras")))
+            if extras
             else None
         )
-        return Tokens(access, refresh, row.version, extras)
+        return Tokens(access, refresh, version, opened)
 
     def sealed(
         self,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,6 +35,8 @@ from api.deps import (
     KeyringDep,
     SettingsDep,
     TemporalDep,
+    get_catalog,
+    get_temporal,
     require_api_key,
     require_scope,
 )
@@ -52,6 +56,7 @@ from api.schemas.oauth import (
 )
 from relay.db import utcnow
 from relay.errors import ErrorCode, RelayError
+from relay.group_commit import GroupCommit
 from relay.models.oauth import Integration, IntegrationStatus
 from relay.oauth import repository
 from relay.oauth.catalog import Catalog, ConnectionConfigError
@@ -77,7 +82,7 @@ from relay.oauth.flow import (
 )
 from relay.oauth.protocol import public_extras
 from relay.oauth.schedule import refresh_due_at
-from relay.oauth.tokens import TokenStore
+from relay.settings import Settings
 from workflows.clients import oauth as workflow_client
 
 # The browser waits on the callback while the code is exchanged; past this it is sent
@@ -528,52 +533,48 @@ async def get_credentials(
     request: Request,
     response: Response,
     api_key: ApiKeyDep,
-    settings: SettingsDep,
-    engine: EngineDep,
-    keyring: KeyringDep,
-    catalog: CatalogDep,
-    client: TemporalDep,
 ) -> dict[str, Any]:
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 section 5.1
-    integration = await _load(engine, integration_id)
-    if not integration.is_active:
-        raise RelayError(ErrorCode.CONFLICT, "the integration is inactive (PATCH isActive)")
-    _require_connected(integration)
-    if await asyncio.to_thread(repository.awaiting_confirmation, engine, integration_id):
-        # Defence in depth: the status says CONNECTED, the state row says unconfirmed.
-        raise RelayError(
-            ErrorCode.CONFLICT,
-            "the connection awaits the application's confirmation",
-            {"status": IntegrationStatus.PENDING_CONFIRMATION.value},
-        )
-    entry = catalog.get(integration.provider)
-    buffer = entry.token_expiration_buffer if entry else 300
-    refreshed = False
-    if integration.expires_at is not None and utcnow() >= refresh_due_at(
-        integration.expires_at, integration.last_sync_at, buffer
-    ):
+    # The hottest route reads app state itself: each declared dependency costs FastAPI
+    # a solving step per request. The Temporal client is still required first (503
+    # TEMPORAL_UNAVAILABLE while Temporal is unreachable, as with TemporalDep).
+    state = request.app.state
+    settings: Settings = state.settings
+    client = await get_temporal(request)
+    # The integration, its confirmation state and its tokens, the route's checks and the
+    # access-log row: one thread hop and one transaction, shared with concurrent reads; the
+    # answer comes only once the row is committed.
+    catalog = get_catalog(request)
+    access = repository.CredentialAccess(
+        integration_id=integration_id,
+        api_key_id=api_key.id,
+        refreshed=False,
+        client_address=(request.client.host if request.client else None),
+        accessed_at=utcnow(),
+    )
+    reads = _credential_reads(request)
+    read = await reads.submit(
+        repository.CredentialRequest(access, functools.partial(_admit, integration_id, catalog))
+    )
+    integration = read.integration
+    if not read.logged:
+        # Within the provider's expiration buffer: the workflow refreshes first (and
+        # concurrent callers share that refresh), then the new token is read and logged.
         outcome: RefreshOutcome = await _flights(request).run(
             ("credentials", integration_id),
             lambda: workflow_client.refresh(
                 client, settings, integration, RefreshRequest(force=False, reason="credentials")
             ),
         )
-        refreshed = outcome.refreshed
-        integration = await _load(engine, integration_id)
-    tokens = await asyncio.to_thread(TokenStore(engine, keyring).read, integration_id)
-    if tokens is None:
-        raise RelayError(ErrorCode.CONFLICT, "the integration holds no token")
-    if integration.expires_at is not None and integration.expires_at <= utcnow():
-        raise RelayError(ErrorCode.TOKEN_EXPIRED, "the access token has expired")
-
-    await asyncio.to_thread(
-        repository.record_credential_access,
-        engine,
-        integration_id,
-        api_key_id=api_key.id,
-        refreshed=refreshed,
-        client_address=(request.client.host if request.client else None),
-    )
+        read = await reads.submit(
+            repository.CredentialRequest(
+                dataclasses.replace(access, refreshed=outcome.refreshed, accessed_at=utcnow()),
+                functools.partial(_admit_refreshed, integration_id),
+            )
+        )
+        integration = read.integration
+    tokens = read.tokens
+    assert tokens is not None  # admitted
     return ok(
         Credentials(
             access_token=tokens.access_token,
@@ -584,6 +585,64 @@ async def get_credentials(
             extras=tokens.extras if tokens.extras is not None else integration.provider_data,
         )
     )
+
+
+def _admit(
+    integration_id: uuid.UUID, catalog: Catalog, read: repository.CredentialRead | None
+) -> bool:
+    """The credentials route's checks, in its order, on what was read (run in the reading
+    thread): a refusal raises; False hands the read back for a refresh; True logs it."""
+    if read is None:
+        raise _not_found(integration_id)
+    integration = read.integration
+    if not integration.is_active:
+        raise RelayError(ErrorCode.CONFLICT, "the integration is inactive (PATCH isActive)")
+    _require_connected(integration)
+    if read.awaiting_confirmation:
+        # Defence in depth: the status says CONNECTED, the state row says unconfirmed.
+        raise RelayError(
+            ErrorCode.CONFLICT,
+            "the connection awaits the application's confirmation",
+            {"status": IntegrationStatus.PENDING_CONFIRMATION.value},
+        )
+    entry = catalog.get(integration.provider)
+    buffer = entry.token_expiration_buffer if entry else 300
+    if integration.expires_at is not None and utcnow() >= refresh_due_at(
+        integration.expires_at, integration.last_sync_at, buffer
+    ):
+        return False
+    return _admit_refreshed(integration_id, read)
+
+
+def _admit_refreshed(integration_id: uuid.UUID, read: repository.CredentialRead | None) -> bool:
+    """The checks after a refresh (or when none was due): a token, not expired."""
+    if read is None:
+        raise _not_found(integration_id)
+    if read.tokens is None:
+        raise RelayError(ErrorCode.CONFLICT, "the integration holds no token")
+    expires_at = read.integration.expires_at
+    if expires_at is not None and expires_at <= utcnow():
+        raise RelayError(ErrorCode.TOKEN_EXPIRED, "the access token has expired")
+    return True
+
+
+# Reads per transaction at most; concurrent reads share one thread hop and one commit.
+CREDENTIAL_READ_BATCH = 500
+
+
+def _credential_reads(
+    request: Request,
+) -> GroupCommit[repository.CredentialRequest, repository.CredentialRead]:
+    """The process's group commit of credential reads and their access-log rows: a read is
+    answered after the commit holding its row, so a crash loses no read answered."""
+    reads = getattr(request.app.state, "credential_reads", None)
+    if reads is None:
+        engine, keyring = request.app.state.engine, request.app.state.keyring
+        reads = request.app.state.credential_reads = GroupCommit(
+            lambda batch: repository.read_and_log_credentials(engine, keyring, batch),
+            max_batch=CREDENTIAL_READ_BATCH,
+        )
+    return reads  # type: ignore[no-any-return]
 
 
 _CONFIRMATION_REFUSALS = {
