@@ -31,4 +31,5 @@ CAPABILITIES: tuple[str, ...] = (
     "files",
     "notifications",
     "calendar",
+    "publishing",
 )

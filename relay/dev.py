@@ -6,9 +6,10 @@ codec endpoint pointed at the API, the UI served on TEMPORAL_UI_PORT through
 relay.dev_ui so its codec calls carry the codec session's cookie) unless
 TEMPORAL_ADDRESS names an existing server; with SANDBOX=auto, a local server for each
 provider without credentials (Stripe, PayPal, S3, SendGrid, Twilio, SMTP, FCM, Zoom, Google
-Calendar and the OAuth providers of the catalog: relay/sandbox/); a worker; the API. A child that dies
-is restarted with backoff; every child gets SIGTERM when the supervisor stops and
-is tied to it with PR_SET_PDEATHSIG, so even a killed supervisor leaves no orphans.
+Calendar, the publishing platforms and the OAuth providers of the catalog: relay/sandbox/);
+a worker; the API. A child that dies is restarted with backoff; every child gets SIGTERM
+when the supervisor stops and is tied to it with PR_SET_PDEATHSIG, so even a killed
+supervisor leaves no orphans.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from relay.sandbox import fcm as fcm_sandbox
 from relay.sandbox import google_calendar as google_calendar_sandbox
 from relay.sandbox import oauth_providers as oauth_sandbox
 from relay.sandbox import paypal as paypal_sandbox
+from relay.sandbox import publishing as publishing_sandbox
 from relay.sandbox import s3 as s3_sandbox
 from relay.sandbox import sendgrid as sendgrid_sandbox
 from relay.sandbox import smtp as smtp_sandbox
@@ -48,6 +50,7 @@ _PR_SET_PDEATHSIG = 1
 SANDBOX_CHILDREN = frozenset(
     {"localstripe", "paypal-sandbox", "sendgrid-sandbox", "twilio-sandbox", "smtp-sandbox"}
     | {"fcm-sandbox", "s3-sandbox", "oauth-sandbox", "google-calendar-sandbox", "zoom-sandbox"}
+    | {"publishing-sandbox"}
 )
 
 
@@ -268,20 +271,35 @@ def _has_api_key(settings: Settings) -> bool:
         engine.dispose()
 
 
-def _calendar_sandboxes(
-    settings: Settings, children: list[Child]
-) -> tuple[
-    oauth_sandbox.OAuthProvidersSandbox | None,
-    google_calendar_sandbox.GoogleCalendarSandbox | None,
-    zoom_sandbox.ZoomSandbox | None,
-]:
-    """The OAuth providers, Google Calendar and Zoom sandboxes these settings call for,
+@dataclass
+class TokenSandboxes:
+    """The OAuth providers sandbox and the APIs that accept the tokens it issues."""
+
+    oauth: oauth_sandbox.OAuthProvidersSandbox | None
+    google_calendar: google_calendar_sandbox.GoogleCalendarSandbox | None
+    zoom: zoom_sandbox.ZoomSandbox | None
+    publishing: publishing_sandbox.PublishingSandbox | None
+
+    def environment(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for sandbox in (self.oauth, self.google_calendar, self.zoom, self.publishing):
+            if sandbox is not None:
+                env |= sandbox.environment()
+        return env
+
+
+def _token_sandboxes(settings: Settings, children: list[Child]) -> TokenSandboxes:
+    """The OAuth providers sandbox and the sandboxes of the APIs its connections' tokens
+    open (Google Calendar, Zoom, the publishing platforms) these settings call for,
     appended to `children`."""
     oauth = oauth_sandbox.plan(settings)
     google_calendar = google_calendar_sandbox.plan(settings)
     zoom = zoom_sandbox.plan(settings)
+    publishing = publishing_sandbox.plan(settings)
     # Registered on the command line, so a restarted OAuth sandbox registers them again.
-    sinks = [sandbox.token_sink for sandbox in (google_calendar, zoom) if sandbox is not None]
+    sinks = [
+        sandbox.token_sink for sandbox in (google_calendar, zoom, publishing) if sandbox is not None
+    ]
     if oauth is not None and sinks:
         oauth.token_sinks = tuple(sinks)
     if oauth is not None and zoom is not None and "zoom" in oauth.stands_in_for():
@@ -295,7 +313,9 @@ def _calendar_sandboxes(
         children.append(Child("google-calendar-sandbox", google_calendar.command(), quiet=True))
     if zoom is not None:
         children.append(Child("zoom-sandbox", zoom.command(), quiet=True))
-    return oauth, google_calendar, zoom
+    if publishing is not None:
+        children.append(Child("publishing-sandbox", publishing.command(), quiet=True))
+    return TokenSandboxes(oauth, google_calendar, zoom, publishing)
 
 
 def run_dev(settings: Settings) -> int:
@@ -369,12 +389,13 @@ def run_dev(settings: Settings) -> int:
     if fcm is not None:
         children.append(Child("fcm-sandbox", fcm.command(), quiet=True))
         sandbox_env = (sandbox_env or {}) | fcm.environment()
-    # Calendar: the OAuth server that plays every catalog provider without credentials, the
-    # Google Calendar API that accepts the tokens it issues (its token sink), and Zoom.
-    oauth, google_calendar, zoom = _calendar_sandboxes(settings, children)
-    for sandbox in (oauth, google_calendar, zoom):
-        if sandbox is not None:
-            sandbox_env = (sandbox_env or {}) | sandbox.environment()
+    # Calendar and publishing: the OAuth server that plays every catalog provider without
+    # credentials, and the APIs that accept the tokens it issues (its token sinks): Google
+    # Calendar, Zoom, and X, LinkedIn, Facebook, Instagram, YouTube and TikTok
+    # (<PROVIDER>_API_BASE, scheme, host and port, for each platform it plays).
+    tokens = _token_sandboxes(settings, children)
+    if token_env := tokens.environment():
+        sandbox_env = (sandbox_env or {}) | token_env
     children += [
         Child("worker", [*relay, "worker"], env=sandbox_env),
         Child("api", [*relay, "api"], env=sandbox_env),
@@ -399,9 +420,13 @@ def run_dev(settings: Settings) -> int:
                     ("Twilio", twilio_sandbox.describe(settings, twilio)),
                     ("SMTP", smtp_sandbox.describe(settings, smtp)),
                     ("FCM", fcm_sandbox.describe(settings, fcm)),
-                    ("OAuth", oauth_sandbox.describe(settings, oauth)),
-                    ("Calendar", google_calendar_sandbox.describe(settings, google_calendar)),
-                    ("Zoom", zoom_sandbox.describe(settings, zoom)),
+                    ("OAuth", oauth_sandbox.describe(settings, tokens.oauth)),
+                    (
+                        "Calendar",
+                        google_calendar_sandbox.describe(settings, tokens.google_calendar),
+                    ),
+                    ("Zoom", zoom_sandbox.describe(settings, tokens.zoom)),
+                    ("Publishing", publishing_sandbox.describe(settings, tokens.publishing)),
                 ),
                 sandbox_page=bool(sandbox_env),
             )

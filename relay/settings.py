@@ -216,6 +216,20 @@ class Settings(BaseSettings):
     zoom_webhook_secret: SecretStr | None = None
     zoom_api_base: str = "https://api.zoom.us"
     zoom_oauth_base: str = "https://zoom.us"
+    # Publishing: each platform's API base, scheme, host and port only (the platform's
+    # documented paths, Graph's /vNN.N included, hang off it); unset: the platform's own.
+    twitter_api_base: str | None = None
+    linkedin_api_base: str | None = None
+    facebook_api_base: str | None = None
+    instagram_api_base: str | None = None
+    youtube_api_base: str | None = None
+    tiktok_api_base: str | None = None
+    # Client-side publish limits per provider and connection, shared by every worker:
+    # `provider=count/window` comma-separated (`twitter=100/15m`); a provider not named
+    # keeps its default (relay.publishing.limits.DEFAULT_LIMITS).
+    publish_rate_limits: str | None = None
+    # How often a post the platform is still processing (YouTube, TikTok) is looked at.
+    publish_poll_interval: Duration = timedelta(seconds=5)
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
@@ -241,6 +255,7 @@ class Settings(BaseSettings):
         "upload_expiry",
         "notification_fallback_after",
         "notification_poll_interval",
+        "publish_poll_interval",
         mode="before",
     )
     @classmethod

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import re
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -29,6 +28,7 @@ from pydantic import SecretStr
 from api.deps import SettingsDep
 from relay.errors import ErrorCode, RelayError
 from relay.sandbox.sections import (
+    TARGET,
     Control,
     Row,
     SandboxError,
@@ -49,8 +49,9 @@ FLASH_MAX_CHARS = 500
 SANDBOX_TIMEOUT_SECONDS = 10
 # Shorter secrets would redact ordinary words; no real key is this short.
 MIN_REDACTED_CHARS = 8
-# Object ids as providers issue them; anything else never reaches a sandbox URL.
-_TARGET = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
+# Object ids as providers issue them (sections.TARGET); anything else never reaches a
+# sandbox URL.
+_TARGET = TARGET
 # The form field a control with an input sends its id in.
 ID_FIELD = "id"
 

@@ -23,6 +23,7 @@ from relay.models.oauth import (
 )
 from relay.models.payments import Invoice, Payment
 from relay.models.platform import ApiKey, CodecSession, ProviderCall, ProviderCallStatus
+from relay.models.publishing import Publication, PublicationTarget, PublishRateWindow
 from relay.models.webhooks import (
     AttemptTrigger,
     DeliveryStatus,
@@ -57,6 +58,9 @@ __all__ = [
     "Payment",
     "ProviderCall",
     "ProviderCallStatus",
+    "Publication",
+    "PublicationTarget",
+    "PublishRateWindow",
     "StoredFile",
     "Suppression",
     "Verification",

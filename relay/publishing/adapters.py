@@ -192,7 +192,11 @@ class PublishError(Exception):
             )
         if self.kind is FailureKind.TRANSIENT:
             code = ErrorCode.RATE_LIMITED if self.status == 429 else ErrorCode.PROVIDER_ERROR
-            details: dict[str, object] = {"provider": self.provider, "status": self.status}
+            details: dict[str, object] = {"provider": self.provider}
+            # `status` only when the platform answered: the provider-call ledger reads its
+            # presence as "it answered, so it did not act", which a timeout cannot say.
+            if self.status is not None:
+                details["status"] = self.status
             if not self.connected:
                 details["connected"] = False
             return ApplicationError(

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import httpx
 
 from relay.publishing import facebook, instagram, linkedin, tiktok, x, youtube
 from relay.publishing.adapters import PublishAdapter
+from relay.settings import Settings
 
 PUBLISHING_PROVIDERS = ("twitter", "linkedin", "facebook", "instagram", "youtube", "tiktok")
+# The Graph API version Relay speaks (the catalog's): `<PROVIDER>_API_BASE` is scheme, host
+# and port only, so the version prefix is Relay's to add.
+GRAPH_VERSION = "v21.0"
+GRAPH_PROVIDERS = frozenset({"facebook", "instagram"})
+_VERSIONED = re.compile(r"/v\d+\.\d+$")
+
+
+def api_bases(settings: Settings) -> dict[str, str]:
+    """The API base of each platform whose `<PROVIDER>_API_BASE` is set, shaped as the
+    adapter takes it: Graph's version appended for Facebook and Instagram (a base that
+    already names a version keeps it), YouTube's with the trailing slash its discovery
+    rootUrl needs."""
+    bases: dict[str, str] = {}
+    for provider in PUBLISHING_PROVIDERS:
+        value: str | None = getattr(settings, f"{provider}_api_base", None)
+        if not value:
+            continue
+        value = value.rstrip("/")
+        if provider in GRAPH_PROVIDERS and not _VERSIONED.search(value):
+            value = f"{value}/{GRAPH_VERSION}"
+        if provider == "youtube":
+            value += "/"
+        bases[provider] = value
+    return bases
 
 
 def build_adapters(

@@ -367,10 +367,15 @@ class OAuthProvidersState:
             return list(self._sinks)
 
     def _notify(self, body: dict[str, Any]) -> None:
+        # Told before the token endpoint answers: a client that uses its new token at once
+        # (a retry right after a refresh) must find the platform sandbox knows it already.
         content = json.dumps(body).encode()
         for url in self.sinks():
             self._poster.post(
-                Delivery(url), headers={"Content-Type": "application/json"}, content=content
+                Delivery(url),
+                headers={"Content-Type": "application/json"},
+                content=content,
+                now=True,
             )
 
     # -- authorization ----------------------------------------------------------------------

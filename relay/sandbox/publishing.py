@@ -2,10 +2,13 @@
 APIs of the six platforms the publishing capability posts to (X, LinkedIn, Facebook Pages,
 Instagram, YouTube, TikTok), since none can be reached from here without credentials.
 
-The tests run it in a thread (`PublishingSandbox(port=0).run_in_thread()`). `relay dev`
-does not run it yet: `wanted`/`plan`/`describe` are here for when the publishing capability
-is wired in. Each platform keeps the path its real API uses, so its `<PROVIDER>_API_BASE`
-setting is the real base with the scheme, host and port swapped (`environment()` gives them):
+The tests run it in a thread (`PublishingSandbox(port=0).run_in_thread()`); `relay dev`
+runs it (`plan`) in development with SANDBOX=auto for each platform the OAuth providers
+sandbox stands in for (no `<KEY>_CLIENT_ID`/`_SECRET` of its own, no PROVIDERS_FILE), as that
+sandbox's token sink, and hands the worker and the API `<PROVIDER>_API_BASE` =
+`http://host:port` (scheme, host and port only, like every `*_API_BASE`: `environment()`).
+Each platform keeps the path its real API uses, so the base shaped as the real one, version
+prefix included, is the real one with the scheme, host and port swapped (`bases()`):
 
     provider   real base                              sandbox base
     twitter    https://api.x.com                      http://host:port
@@ -126,6 +129,15 @@ Controls for tests and `/sandbox` (not the platforms'; JSON, camelCase):
     POST /_sandbox/reset-limits   forget every rate-limit window
     POST /_sandbox/processing     {seconds?, provider?, failNext?}: the processing delay;
                                   the next `failNext` media of `provider` fail processing
+    POST /_sandbox/processing/finish  {provider, id, outcome?: succeeded (default) | failed}:
+                                  the processing of a media, or of a post's (YouTube video,
+                                  TikTok publish), ends now so; 404 for no such media, 409
+                                  while its upload is incomplete or once it has ended
+
+In /_sandbox/posts each post also has `status` (published, processing or failed: its media's
+processing, for YouTube and TikTok) and `processingId`; `processing` lists every media that
+is processed (X video and GIF, Instagram containers, YouTube videos, TikTok publishes),
+newest first, with `status` uploading, processing, succeeded or failed.
 
 Not modelled: X's duplicate-content refusal and weighted text length, LinkedIn image and
 video uploads, Facebook scheduled/unpublished posts and Page token checks, Instagram
@@ -152,7 +164,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import uvicorn
@@ -163,6 +175,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.sandbox.google_calendar import GoogleError
+from relay.sandbox.oauth_providers import sandboxed_providers
 from relay.sandbox.server import AppServer, free_port, port_open, wait_for_port
 from relay.settings import Settings
 
@@ -211,6 +224,8 @@ _GRAPH_VERSION = re.compile(r"v\d+\.\d+")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _CONTENT_RANGE_QUERY = re.compile(r"bytes \*/(\d+|\*)")
 _YOUTUBE_ID = string.ascii_letters + string.digits + "-_"
+# Media no platform processes: an X image is ready once its bytes are in.
+_UNPROCESSED = frozenset({"image"})
 _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -486,6 +501,8 @@ class Post:
     media: list[str] = field(default_factory=list)
     deleted: bool = False
     resource: dict[str, Any] = field(default_factory=dict)
+    # The media whose processing the post waits for (YouTube's video, TikTok's publish_id).
+    processing: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -516,6 +533,14 @@ class Processing:
 
     def finished(self, now: float) -> bool:
         return self.ready is not None and now >= self.ready
+
+    def status(self, now: float) -> str:
+        """uploading (bytes still missing), processing, succeeded or failed."""
+        if self.ready is None:
+            return "uploading"
+        if not self.finished(now):
+            return "processing"
+        return "failed" if self.fails else "succeeded"
 
 
 @dataclass
@@ -592,11 +617,59 @@ class PublishingState:
 
     def posts(self) -> dict[str, Any]:
         with self._lock:
+            now = self.clock()
             return {
-                "data": {p: [post.public() for post in self._posts[p].values()] for p in PROVIDERS},
+                "data": {
+                    p: [self._shown(post, now) for post in self._posts[p].values()]
+                    for p in PROVIDERS
+                },
                 "requests": {p: self.requests[p] for p in PROVIDERS},
                 "publishes": {p: self.publishes[p] for p in PROVIDERS},
+                "processing": [
+                    self._shown_media(media, now)
+                    for media in reversed(self._media.values())
+                    if media.kind not in _UNPROCESSED
+                ],
             }
+
+    def _shown(self, post: Post, now: float) -> dict[str, Any]:
+        """A post as the controls list it: `status` is published, processing or failed
+        (the platform's processing of its media), `deleted` apart from it."""
+        media = self._media.get(post.processing) if post.processing else None
+        status = "published"
+        if media is not None:
+            status = {"succeeded": "published", "failed": "failed"}.get(
+                media.status(now), "processing"
+            )
+        return post.public() | {"status": status, "processingId": post.processing}
+
+    @staticmethod
+    def _shown_media(media: Processing, now: float) -> dict[str, Any]:
+        return {
+            "provider": media.provider,
+            "id": media.id,
+            "kind": media.kind,
+            "status": media.status(now),
+            "published": media.published,
+        }
+
+    def finish_processing(self, provider: str, object_id: str, *, failed: bool) -> Processing:
+        """End the processing of a media (or of a post's media) now, as it succeeds or fails.
+        KeyError: no such media; ValueError: its upload is incomplete or it is done."""
+        with self._lock:
+            post = self._posts[provider].get(object_id)
+            media_id = post.processing if post is not None and post.processing else object_id
+            media = self._media.get(media_id)
+            if media is None or media.provider != provider or media.kind in _UNPROCESSED:
+                raise KeyError(object_id)
+            if media.ready is None:
+                raise ValueError("its upload is not complete yet")
+            now = self.clock()
+            if media.finished(now):
+                raise ValueError(f"its processing already {media.status(now)}")
+            media.ready = now
+            media.fails = failed
+            return media
 
     # -- what every API call goes through -----------------------------------------------------
 
@@ -1437,6 +1510,7 @@ def _youtube_finish(state: PublishingState, video: Processing) -> Response:
                 video.detail["snippet"]["title"],
                 state.clock(),
                 f"https://www.youtube.com/watch?v={video.id}",
+                processing=video.id,
             )
         )
     return JSONResponse(_youtube_resource(state, video, set(video.detail["parts"])))
@@ -1540,7 +1614,17 @@ def _tiktok_publish(
     media = state.new_media("tiktok", publish_id, source, size)
     media.published = _snowflake()
     url = f"https://www.tiktok.com/@sandbox/video/{media.published}"
-    state.add_post(Post("tiktok", media.published, title, state.clock(), url, [publish_id]))
+    state.add_post(
+        Post(
+            "tiktok",
+            media.published,
+            title,
+            state.clock(),
+            url,
+            [publish_id],
+            processing=publish_id,
+        )
+    )
     return media
 
 
@@ -1759,6 +1843,28 @@ async def _control_processing(state: PublishingState, request: Request) -> Respo
     return JSONResponse({"seconds": state.processing_seconds})
 
 
+async def _control_finish(state: PublishingState, request: Request) -> Response:
+    body = await _control_json(request)
+    provider = _provider(body)
+    object_id = body.get("id")
+    outcome = body.get("outcome", "succeeded")
+    if not isinstance(object_id, str) or not object_id:
+        raise _control_error("id must be a post's or a media's id")
+    if outcome not in ("succeeded", "failed"):
+        raise _control_error("outcome must be succeeded or failed")
+    try:
+        media = state.finish_processing(provider, object_id, failed=outcome == "failed")
+    except KeyError:
+        raise PlatformError(
+            404, {"error": f"no {provider} post or media {object_id} is processed"}, {}
+        ) from None
+    except ValueError as exc:
+        raise PlatformError(409, {"error": f"{provider} {object_id}: {exc}"}, {}) from None
+    return JSONResponse(
+        {"provider": provider, "id": object_id, "media": media.id, "status": outcome}
+    )
+
+
 def create_app(state: PublishingState) -> Starlette:
     """The ASGI app serving `state`."""
     graph = "/{version}/{node_id}"
@@ -1790,6 +1896,7 @@ def create_app(state: PublishingState) -> Starlette:
         Route("/_sandbox/rate-limits", _route(_control_rate_limits), methods=["GET", "POST"]),
         Route("/_sandbox/reset-limits", _route(_control_reset_limits), methods=["POST"]),
         Route("/_sandbox/processing", _route(_control_processing), methods=["POST"]),
+        Route("/_sandbox/processing/finish", _route(_control_finish), methods=["POST"]),
         # Facebook and Instagram (Graph)
         Route(f"{graph}/feed", _route(_facebook_feed), methods=["POST"]),
         Route(f"{graph}/photos", _route(_facebook_photos), methods=["POST"]),
@@ -1805,10 +1912,58 @@ def create_app(state: PublishingState) -> Starlette:
 # --- running it ------------------------------------------------------------------------------
 
 
+# The hosts of the platforms' real APIs: a `<PROVIDER>_API_BASE` naming one of them is the
+# default spelled out, not a server of the developer's.
+REAL_HOSTS: dict[str, frozenset[str]] = {
+    "twitter": frozenset({"api.x.com", "api.twitter.com", "upload.twitter.com"}),
+    "linkedin": frozenset({"api.linkedin.com"}),
+    "facebook": frozenset({"graph.facebook.com"}),
+    "instagram": frozenset({"graph.instagram.com"}),
+    "youtube": frozenset({"youtube.googleapis.com", "www.googleapis.com"}),
+    "tiktok": frozenset({"open.tiktokapis.com"}),
+}
+NAMES = {
+    "twitter": "X",
+    "linkedin": "LinkedIn",
+    "facebook": "Facebook",
+    "instagram": "Instagram",
+    "youtube": "YouTube",
+    "tiktok": "TikTok",
+}
+
+
+def env_name(provider: str) -> str:
+    """The setting that points the publishing code at `provider`'s API (TWITTER_API_BASE)."""
+    return f"{provider.upper()}_API_BASE"
+
+
+def configured_base(settings: Settings, provider: str) -> str | None:
+    """`<PROVIDER>_API_BASE` as these settings hold it (None when unset, or when the settings
+    have no such field yet)."""
+    value = getattr(settings, f"{provider}_api_base", None)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _own_server(settings: Settings, provider: str) -> bool:
+    base = configured_base(settings, provider)
+    return base is not None and urlsplit(base).hostname not in REAL_HOSTS[provider]
+
+
+def sandboxed_platforms(settings: Settings) -> frozenset[str]:
+    """The platforms `relay dev` points at the sandbox: in development with SANDBOX=auto,
+    each one the OAuth providers sandbox stands in for (no `<KEY>_CLIENT_ID`/`_SECRET`, no
+    PROVIDERS_FILE) and whose `<PROVIDER>_API_BASE` names no server of the developer's. The
+    sandbox accepts only the OAuth sandbox's tokens, so a platform with real credentials
+    stays real, as Google Calendar does."""
+    if settings.sandbox != "auto" or settings.relay_env != "development":
+        return frozenset()
+    played = sandboxed_providers(settings)
+    return frozenset(p for p in PROVIDERS if p in played and not _own_server(settings, p))
+
+
 def wanted(settings: Settings) -> bool:
-    """SANDBOX=auto in development: the sandbox stands in for the platforms. (No
-    `<PROVIDER>_API_BASE` setting exists yet; when it does, a set one means a real platform.)"""
-    return settings.sandbox == "auto" and settings.relay_env == "development"
+    """Some platform is sandboxed (`sandboxed_platforms`)."""
+    return bool(sandboxed_platforms(settings))
 
 
 @dataclass
@@ -1822,14 +1977,21 @@ class PublishingSandbox:
     rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     processing_seconds: float = PROCESSING_SECONDS
     host: str = "127.0.0.1"
+    # The platforms Relay is pointed here for (None: all six); the others keep their APIs.
+    providers: frozenset[str] | None = None
 
     @property
     def api_base(self) -> str:
         """Scheme, host and port: where the controls hang off."""
         return f"http://{self.host}:{self.port}"
 
+    def stands_in_for(self) -> list[str]:
+        """The platforms this sandbox plays for Relay, in PROVIDERS' order."""
+        return [p for p in PROVIDERS if self.providers is None or p in self.providers]
+
     def bases(self) -> dict[str, str]:
-        """Each provider's API base on this sandbox, shaped as its real one."""
+        """Each provider's API base on this sandbox shaped as its real one, version
+        prefix included (what an adapter built by hand takes)."""
         return {
             "twitter": self.api_base,
             "linkedin": self.api_base,
@@ -1846,8 +2008,10 @@ class PublishingSandbox:
         return command
 
     def environment(self) -> dict[str, str]:
-        """The settings (as environment variables) that point the publishing code here."""
-        return {f"{p.upper()}_API_BASE": base for p, base in self.bases().items()}
+        """The settings (as environment variables) that point the publishing code here:
+        `<PROVIDER>_API_BASE` per platform played, scheme, host and port only like every
+        `*_API_BASE` (the publishing code appends the Graph version and the paths)."""
+        return {env_name(p): self.api_base for p in self.stands_in_for()}
 
     def state(self) -> PublishingState:
         return PublishingState(
@@ -1908,15 +2072,27 @@ class PublishingServer:
 
 
 def plan(settings: Settings) -> PublishingSandbox | None:
-    """The sandbox `relay dev` would run for these settings, or None (not wired in yet)."""
-    return PublishingSandbox() if wanted(settings) else None
+    """The sandbox `relay dev` runs for these settings, or None (every platform real)."""
+    platforms = sandboxed_platforms(settings)
+    return PublishingSandbox(providers=platforms) if platforms else None
 
 
 def describe(settings: Settings, sandbox: PublishingSandbox | None) -> str:
     """The banner's line for the publishing platforms."""
     if sandbox is not None:
-        return f"sandboxed (local X, LinkedIn, Facebook, Instagram, YouTube, TikTok at {sandbox.api_base})"
-    return "real (the platforms' own APIs)"
+        played = sandbox.stands_in_for()
+        real = [NAMES[p] for p in PROVIDERS if p not in played]
+        line = f"sandboxed (local {', '.join(NAMES[p] for p in played)} at {sandbox.api_base}"
+        return line + (f"; real: {', '.join(real)})" if real else ")")
+    if settings.providers_file is not None:
+        return f"real (connections through PROVIDERS_FILE {settings.providers_file})"
+    real = [NAMES[p] for p in PROVIDERS if p in settings.oauth_clients]
+    if not real:
+        return (
+            "not configured (set <PROVIDER>_CLIENT_ID and <PROVIDER>_CLIENT_SECRET per "
+            "platform, or SANDBOX=auto in development)"
+        )
+    return f"real ({', '.join(real)})"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,8 +29,13 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from relay.sandbox.publishing import NAMES as PLATFORM_NAMES
+from relay.sandbox.publishing import PROVIDERS as PLATFORMS
+from relay.sandbox.publishing import configured_base
 from relay.settings import Settings
 
+# Object ids as providers issue them: all a control's URL may carry (the page refuses others).
+TARGET = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 # How many recent events a section lists.
 EVENTS_SHOWN = 25
 SUBSCRIPTIONS_SHOWN = 100
@@ -1053,6 +1058,209 @@ class ZoomSection(Section):
         return f"{event} sent for meeting {target} to {url}"
 
 
+# --- publishing: X, LinkedIn, Facebook, Instagram, YouTube, TikTok ----------------------------
+
+
+class PublishingSection(Section):
+    """The publishing platforms sandbox (a `<PROVIDER>_API_BASE` on loopback): every post the
+    platforms received, newest first, with its status (processing while YouTube or TikTok
+    process its video) and whether it was deleted; the media being processed; and controls
+    that end a processing now (succeeded or failed), fail a platform's next media, or make
+    its next API call answer 429 or 500. Posts carry no token; the page shows none."""
+
+    key = "publishing"
+    title = "Publishing"
+    actions: ClassVar[Mapping[str, str]] = {
+        "finish": "Finish processing",
+        "fail": "Fail processing",
+        "fail-next-media": "Fail next media",
+        "next-429": "Next call: 429",
+        "next-500": "Next call: 500",
+    }
+    # Action → the status the platform's next API call answers.
+    _FAULTS: ClassVar[Mapping[str, int]] = {"next-429": 429, "next-500": 500}
+    _UNFINISHED = frozenset({"uploading", "processing"})
+
+    @staticmethod
+    def _bases(settings: Settings) -> dict[str, str]:
+        """The loopback `<PROVIDER>_API_BASE` of each sandboxed platform."""
+        found = {p: configured_base(settings, p) for p in PLATFORMS}
+        return {p: base for p, base in found.items() if base and sandboxed(settings, base)}
+
+    @classmethod
+    def applies(cls, settings: Settings) -> bool:
+        return bool(cls._bases(settings))
+
+    @property
+    def platforms(self) -> dict[str, str]:
+        return self._bases(self.settings)
+
+    @property
+    def base(self) -> str:
+        """Where the controls hang off: one server plays every sandboxed platform."""
+        return _origin_of(next(iter(self.platforms.values()), ""))
+
+    async def view(self) -> SectionView:
+        problems: list[str] = []
+        tables: list[Table] = []
+        try:
+            listed = await self.call("GET", f"{self.base}/_sandbox/posts", headers={})
+            tables += [
+                self._platforms(listed),
+                self._posts(listed.get("data") or {}),
+                self._processing(listed.get("processing") or []),
+            ]
+        except SandboxError as exc:
+            problems.append(f"Posts: {exc}")
+        names = ", ".join(PLATFORM_NAMES[p] for p in self.platforms)
+        return SectionView(
+            title=self.title,
+            summary=f"Local {names} at {self.base}. Relay's publishing code posts to it as to "
+            "the platforms, with the tokens of connections made through the local OAuth "
+            "server; YouTube and TikTok (and X video, Instagram containers) process media "
+            "for a few seconds before a post is done.",
+            tables=tuple(tables),
+            problems=tuple(problems),
+        )
+
+    def _platforms(self, listed: dict[str, Any]) -> Table:
+        requests = listed.get("requests") or {}
+        publishes = listed.get("publishes") or {}
+        rows = [
+            Row(
+                cells=(
+                    PLATFORM_NAMES[p],
+                    str(requests.get(p, 0)),
+                    str(publishes.get(p, 0)),
+                ),
+                controls=tuple(
+                    Control(self.actions[action], action, p)
+                    for action in ("next-429", "next-500", "fail-next-media")
+                ),
+                key=p,
+            )
+            for p in self.platforms
+        ]
+        return Table(
+            name="platforms",
+            caption="Platforms",
+            columns=("Platform", "API requests", "Publishes"),
+            rows=tuple(rows),
+        )
+
+    def _posts(self, data: dict[str, Any]) -> Table:
+        items = [
+            item
+            for provider in PLATFORMS
+            for item in data.get(provider) or []
+            if isinstance(item, dict)
+        ]
+        items.sort(key=lambda item: str(item.get("createdAt", "")), reverse=True)
+        rows = []
+        for item in items[:MESSAGES_SHOWN]:
+            provider = str(item.get("provider", ""))
+            pid = str(item.get("id", ""))
+            status = str(item.get("status", ""))
+            controls: tuple[Control, ...] = ()
+            if status == "processing" and not item.get("deleted"):
+                target = f"{provider}:{pid}"
+                controls = (
+                    Control(self.actions["finish"], "finish", target),
+                    Control(self.actions["fail"], "fail", target),
+                )
+            rows.append(
+                Row(
+                    cells=(
+                        PLATFORM_NAMES.get(provider, provider),
+                        pid,
+                        _clip(item.get("text")),
+                        status,
+                        "yes" if item.get("deleted") else "no",
+                        str(item.get("createdAt", "")),
+                        str(item.get("url", "")),
+                    ),
+                    controls=controls,
+                    key=pid,
+                )
+            )
+        return Table(
+            name="posts",
+            caption="Posts received (newest first)",
+            columns=("Platform", "Post", "Text", "Status", "Deleted", "Time", "URL"),
+            rows=tuple(rows),
+            empty="No post yet: connect a platform through the local OAuth server and publish.",
+        )
+
+    def _processing(self, items: list[Any]) -> Table:
+        rows = []
+        for item in [i for i in items if isinstance(i, dict)][:MESSAGES_SHOWN]:
+            provider = str(item.get("provider", ""))
+            mid = str(item.get("id", ""))
+            status = str(item.get("status", ""))
+            controls: tuple[Control, ...] = ()
+            # An id the page cannot carry (TikTok's publish_id has a "~") is ended by its post.
+            if status == "processing" and TARGET.fullmatch(f"{provider}:{mid}"):
+                controls = (
+                    Control(self.actions["finish"], "finish", f"{provider}:{mid}"),
+                    Control(self.actions["fail"], "fail", f"{provider}:{mid}"),
+                )
+            rows.append(
+                Row(
+                    cells=(
+                        PLATFORM_NAMES.get(provider, provider),
+                        mid,
+                        str(item.get("kind", "")),
+                        status,
+                        str(item.get("published") or ""),
+                    ),
+                    controls=controls,
+                    key=mid,
+                )
+            )
+        return Table(
+            name="processing",
+            caption="Media processed (newest first)",
+            columns=("Platform", "Media", "Kind", "Status", "Published as"),
+            rows=tuple(rows),
+            empty="No media processed yet.",
+        )
+
+    async def act(self, action: str, target: str | None) -> str:
+        if target is None:
+            raise SandboxError("this control needs a platform or a post")
+        if action in ("finish", "fail"):
+            provider, _, object_id = target.partition(":")
+            if provider not in self.platforms or not object_id:
+                raise SandboxError(f"{target} names no post of a sandboxed platform")
+            outcome = "succeeded" if action == "finish" else "failed"
+            await self.call(
+                "POST",
+                f"{self.base}/_sandbox/processing/finish",
+                headers={},
+                json={"provider": provider, "id": object_id, "outcome": outcome},
+            )
+            return f"{PLATFORM_NAMES[provider]} {object_id}: processing {outcome}"
+        if target not in self.platforms:
+            raise SandboxError(f"{target} is not a sandboxed platform")
+        name = PLATFORM_NAMES[target]
+        if action == "fail-next-media":
+            await self.call(
+                "POST",
+                f"{self.base}/_sandbox/processing",
+                headers={},
+                json={"provider": target, "failNext": 1},
+            )
+            return f"{name}: the next media uploaded fails processing"
+        status = self._FAULTS[action]
+        await self.call(
+            "POST",
+            f"{self.base}/_sandbox/faults",
+            headers={},
+            json={"provider": target, "count": 1, "status": status, "retryAfter": 1},
+        )
+        return f"{name}: the next API call answers {status}"
+
+
 # The page's sections, in its order. A new provider's sandbox adds its Section here.
 SECTIONS: tuple[type[Section], ...] = (
     StripeSection,
@@ -1064,6 +1272,7 @@ SECTIONS: tuple[type[Section], ...] = (
     S3Section,
     GoogleCalendarSection,
     ZoomSection,
+    PublishingSection,
 )
 
 

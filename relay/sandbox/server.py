@@ -128,7 +128,11 @@ class Poster:
         content: bytes | None = None,
         data: dict[str, str] | None = None,
         done: Callable[[], None] | None = None,
+        now: bool = False,
     ) -> None:
+        """`now`: the first attempt runs in the caller's thread before this returns (later
+        ones on the scheduler), for a notice that must land before the caller answers."""
+
         def attempt(number: int) -> None:
             with self._lock:
                 delivery.attempts += 1
@@ -157,7 +161,10 @@ class Poster:
             if done is not None:
                 done()
 
-        self.scheduler.call_later(self.delays[0], lambda: attempt(0))
+        if now:
+            attempt(0)
+        else:
+            self.scheduler.call_later(self.delays[0], lambda: attempt(0))
 
     def close(self) -> None:
         self.scheduler.close()

@@ -644,6 +644,54 @@ def test_tiktok_pull_from_url_title_limit_and_chunk_rules(bases: dict[str, str])
     assert whole_small.status_code == 200
 
 
+def test_processing_is_listed_and_ended_by_the_control(
+    server: PublishingServer, bases: dict[str, str]
+) -> None:
+    finish = f"{server.api_base}/_sandbox/processing/finish"
+    httpx.post(f"{server.api_base}/_sandbox/processing", json={"seconds": 600}).raise_for_status()
+    pulled = tiktok_init(
+        bases["tiktok"], {"source": "PULL_FROM_URL", "video_url": "https://cdn.example.com/v.mp4"}
+    )
+    again = tiktok_init(
+        bases["tiktok"], {"source": "PULL_FROM_URL", "video_url": "https://cdn.example.com/w.mp4"}
+    )
+    first, second = sandbox_posts(server)["data"]["tiktok"]
+    listed = sandbox_posts(server)["processing"]
+
+    assert first["status"] == second["status"] == "processing"
+    assert first["processingId"] == pulled.json()["data"]["publish_id"]
+    assert [m["id"] for m in listed] == [
+        again.json()["data"]["publish_id"],
+        pulled.json()["data"]["publish_id"],
+    ]
+    assert {m["status"] for m in listed} == {"processing"}
+
+    # By the post's id, or by the media's.
+    done = httpx.post(finish, json={"provider": "tiktok", "id": first["id"]})
+    failed = httpx.post(
+        finish, json={"provider": "tiktok", "id": second["processingId"], "outcome": "failed"}
+    )
+    twice = httpx.post(finish, json={"provider": "tiktok", "id": first["id"]})
+    unknown = httpx.post(finish, json={"provider": "youtube", "id": first["id"]})
+    status = httpx.post(
+        f"{bases['tiktok']}/v2/post/publish/status/fetch/",
+        json={"publish_id": pulled.json()["data"]["publish_id"]},
+        headers=auth("tiktok"),
+    )
+
+    assert done.status_code == 200 and done.json()["status"] == "succeeded"
+    assert failed.status_code == 200
+    assert twice.status_code == 409 and "already succeeded" in twice.json()["error"]
+    assert unknown.status_code == 404
+    assert (
+        httpx.post(finish, json={"provider": "tiktok", "id": "x", "outcome": "no"}).status_code
+        == 400
+    )
+    assert status.json()["data"]["status"] == "PUBLISH_COMPLETE"
+    shown = {p["id"]: p["status"] for p in sandbox_posts(server)["data"]["tiktok"]}
+    assert shown == {first["id"]: "published", second["id"]: "failed"}
+
+
 # --- tokens, limits, faults ----------------------------------------------------------------------
 
 
@@ -876,12 +924,19 @@ def test_controls_refuse_bad_input(server: PublishingServer) -> None:
 def test_environment_command_and_bases() -> None:
     sandbox = PublishingSandbox(port=4321, tokens=(("twitter", "secret-token"),))
 
+    # Scheme, host and port only, like every *_API_BASE; bases() adds the version prefixes.
     assert sandbox.environment() == {
         "TWITTER_API_BASE": "http://127.0.0.1:4321",
         "LINKEDIN_API_BASE": "http://127.0.0.1:4321",
-        "FACEBOOK_API_BASE": "http://127.0.0.1:4321/v21.0",
-        "INSTAGRAM_API_BASE": "http://127.0.0.1:4321/v21.0",
-        "YOUTUBE_API_BASE": "http://127.0.0.1:4321/",
+        "FACEBOOK_API_BASE": "http://127.0.0.1:4321",
+        "INSTAGRAM_API_BASE": "http://127.0.0.1:4321",
+        "YOUTUBE_API_BASE": "http://127.0.0.1:4321",
+        "TIKTOK_API_BASE": "http://127.0.0.1:4321",
+    }
+    assert sandbox.bases()["facebook"] == "http://127.0.0.1:4321/v21.0"
+    some = PublishingSandbox(port=4321, providers=frozenset({"tiktok", "linkedin"}))
+    assert some.environment() == {
+        "LINKEDIN_API_BASE": "http://127.0.0.1:4321",
         "TIKTOK_API_BASE": "http://127.0.0.1:4321",
     }
     assert sandbox.token_sink == "http://127.0.0.1:4321/_sandbox/tokens"
@@ -890,7 +945,13 @@ def test_environment_command_and_bases() -> None:
     assert "secret-token" not in command
 
 
-def test_wanted_plan_and_describe(make_settings: Callable[..., Settings]) -> None:
+def env_file(tmp_path: Path, **values: str) -> Path:
+    path = tmp_path / ".env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    return path
+
+
+def test_wanted_plan_and_describe(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     development = make_settings(relay_env="development")
 
     assert publishing.wanted(development)
@@ -898,7 +959,21 @@ def test_wanted_plan_and_describe(make_settings: Callable[..., Settings]) -> Non
     assert publishing.plan(make_settings(relay_env="production")) is None
     planned = publishing.plan(development)
     assert planned is not None
-    assert "local X, LinkedIn" in publishing.describe(development, planned)
+    assert planned.stands_in_for() == list(publishing.PROVIDERS)
+    assert publishing.describe(development, planned) == (
+        f"sandboxed (local X, LinkedIn, Facebook, Instagram, YouTube, TikTok at {planned.api_base})"
+    )
+    # A platform with an OAuth client of its own stays real: the sandbox would refuse the
+    # tokens its connections hold.
+    with_x = make_settings(
+        relay_env="development",
+        _env_file=env_file(tmp_path, TWITTER_CLIENT_ID="x", TWITTER_CLIENT_SECRET="y"),
+    )
+    partly = publishing.plan(with_x)
+    assert partly is not None and "TWITTER_API_BASE" not in partly.environment()
+    assert publishing.describe(with_x, partly).endswith("; real: X)")
+    assert publishing.describe(development, None).startswith("not configured")
+    assert publishing.describe(with_x, None) == "real (X)"
 
 
 def test_runs_as_a_module(tmp_path: Path) -> None:
