@@ -179,12 +179,14 @@ class ConnectionAccess:
             raise
         return await self.integration(integration.id)
 
-    def _due(self, integration: Integration) -> bool:
+    async def _due(self, integration: Integration) -> bool:
         if integration.expires_at is None:
             return False
         entry = self.catalog.get(integration.provider)
         buffer = entry.token_expiration_buffer if entry else DEFAULT_EXPIRATION_BUFFER_SECONDS
-        return utcnow() >= refresh_due_at(integration.expires_at, integration.last_sync_at, buffer)
+        stored = await asyncio.to_thread(repository.tokens_stored_at, self.engine, integration.id)
+        issued_at = stored or integration.last_sync_at
+        return utcnow() >= refresh_due_at(integration.expires_at, issued_at, buffer)
 
     async def _token(self, integration: Integration) -> str:
         tokens = await asyncio.to_thread(TokenStore(self.engine, self.keyring).read, integration.id)
@@ -205,7 +207,7 @@ class ConnectionAccess:
         """`attempt(token)` with the connection's access token; `rejected` is the
         provider's 401 (see the module docstring)."""
         integration = await self.integration(integration_id)
-        if self._due(integration):
+        if await self._due(integration):
             integration = await self._refresh(integration, force=False)
         token = await self._token(integration)
         try:

@@ -152,6 +152,8 @@ class CredentialRead:
     awaiting_confirmation: bool
     tokens: Tokens | None = field(repr=False)
     logged: bool = False  # its access-log row was written with it
+    # When the tokens were stored (issued or refreshed): the refresh lead's reference.
+    tokens_stored_at: datetime | None = None
 
 
 _CREDENTIALS: Table = IntegrationCredential.__table__  # type: ignore[attr-defined]
@@ -177,6 +179,7 @@ _READ_CREDENTIALS = (
         _CREDENTIALS.c.refresh_token,
         _CREDENTIALS.c.extras,
         _CREDENTIALS.c.version,
+        _CREDENTIALS.c.updated_at.label("tokens_stored_at"),
         _AWAITING.label("awaiting"),
     )
     .select_from(INTEGRATIONS)
@@ -184,6 +187,15 @@ _READ_CREDENTIALS = (
 )
 _READ_ONE = _READ_CREDENTIALS.where(INTEGRATIONS.c.id == bindparam("integration_id"))
 _READ_MANY = _READ_CREDENTIALS.where(INTEGRATIONS.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def tokens_stored_at(engine: Engine, integration_id: uuid.UUID) -> datetime | None:
+    """When the integration's tokens were stored (issued or refreshed; re-sealing under a
+    new key leaves it): what a refresh's lead is measured from. `last_sync_at` is not:
+    any sync of the integration (a publication) moves it."""
+    with Session(engine) as session:
+        credential = session.get(IntegrationCredential, integration_id)
+        return credential.updated_at if credential else None
 
 
 def read_credentials(
@@ -237,6 +249,7 @@ def _credential_read(connection: Connection, keyring: Keyring, row: Any) -> Cred
         integration=integration,
         awaiting_confirmation=bool(values["awaiting"]),
         tokens=tokens,
+        tokens_stored_at=values["tokens_stored_at"],
     )
 
 
@@ -449,7 +462,8 @@ def snapshot(
         ),
         buffer_seconds=entry.token_expiration_buffer if entry else 300,
         connected_at=integration.connected_at,
-        last_refreshed_at=integration.last_sync_at,
+        # The tokens' own time, not last_sync_at, which other syncs (publishing) move too.
+        last_refreshed_at=credential.updated_at if credential else integration.last_sync_at,
         last_error=integration.last_error,
         callback_deadline=as_utc(latest.expires_at) if latest else None,
         pending_state_id=str(pending.id) if pending else None,

@@ -607,8 +607,9 @@ def _admit(
         )
     entry = catalog.get(integration.provider)
     buffer = entry.token_expiration_buffer if entry else 300
+    issued_at = read.tokens_stored_at or integration.last_sync_at
     if integration.expires_at is not None and utcnow() >= refresh_due_at(
-        integration.expires_at, integration.last_sync_at, buffer
+        integration.expires_at, issued_at, buffer
     ):
         return False
     return _admit_refreshed(integration_id, read)
