@@ -66,8 +66,9 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_catalog(request: Request) -> Catalog:
-    """The OAuth provider catalog, loaded at start-up (or on first use)."""
+async def get_catalog(request: Request) -> Catalog:
+    """The OAuth provider catalog, loaded at start-up (or on first use, once: a file read
+    on the loop, which beats a threadpool hop on every request that declares it)."""
     catalog = getattr(request.app.state, "catalog", None)
     if catalog is None:
         catalog = request.app.state.catalog = load_catalog(

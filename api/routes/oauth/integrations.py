@@ -544,7 +544,7 @@ async def get_credentials(
     # The integration, its confirmation state and its tokens, the route's checks and the
     # access-log row: one thread hop and one transaction, shared with concurrent reads; the
     # answer comes only once the row is committed.
-    catalog = get_catalog(request)
+    catalog = await get_catalog(request)
     access = repository.CredentialAccess(
         integration_id=integration_id,
         api_key_id=api_key.id,
