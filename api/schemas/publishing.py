@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from api.envelope import ApiModel
 from relay.db import as_utc
@@ -18,6 +18,10 @@ MAX_MEDIA = 10
 _ID = r"^[A-Za-z0-9._:@-]+$"
 
 
+# The files capability's ids (api/routes/files.py `file_id_for`).
+FileId = Annotated[str, StringConstraints(pattern=r"^file_[0-9a-f]{24}$")]
+
+
 class PublicationCreate(ApiModel):
     content_id: str = Field(min_length=1, max_length=255, pattern=_ID)
     user_id: str = Field(min_length=1, max_length=255)
@@ -27,10 +31,11 @@ class PublicationCreate(ApiModel):
         "named) while the others go on.",
     )
     link: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
-    media_file_ids: list[uuid.UUID] = Field(
+    media_file_ids: list[FileId] = Field(
         default_factory=list,
         max_length=MAX_MEDIA,
-        description="Files (the files capability) that are READY; 409 otherwise.",
+        description="Files (the files capability: the `id` POST /v1/files answered) that "
+        "are READY; 409 otherwise.",
     )
     integration_ids: list[uuid.UUID] | None = Field(
         default=None,

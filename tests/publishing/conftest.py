@@ -145,7 +145,7 @@ class PublishingStack(Stack):
     def stored_file(self, data: bytes, content_type: str, filename: str, user_id: str) -> str:
         """A READY file of the files capability, its object in the S3 sandbox."""
         assert self.s3 is not None
-        file_id = str(uuid.uuid4())
+        file_id = f"file_{uuid.uuid4().hex[:24]}"  # the files capability's id shape
         key = f"files/{file_id}/{filename}"
         self.s3.client().put_object(
             Bucket=self.s3.bucket, Key=key, Body=data, ContentType=content_type

@@ -231,6 +231,11 @@ async def test_bad_requests_are_refused_before_anything_is_written(
     assert "not CONNECTED" in error["message"]
     error = await refused(409, "CONFLICT", integrationIds=[mine], mediaFileIds=[pending])
     assert "PROCESSING" in error["message"]
+    # Media are named by the files capability's ids (file_…), as POST /v1/files answers.
+    error = await refused(
+        422, "VALIDATION_ERROR", integrationIds=[mine], mediaFileIds=[str(uuid.uuid4())]
+    )
+    assert any("mediaFileIds" in str(item.get("field")) for item in error["details"]), error
     await refused(422, "VALIDATION_ERROR", integrationIds=[mine], scheduledAt="2030-01-01T10:00")
     await refused(422, "VALIDATION_ERROR", integrationIds=[], text="x")
     await refused(409, "CONFLICT", userId="nobody")
