@@ -281,6 +281,13 @@ class OAuthActivities:
             return await asyncio.to_thread(
                 repository.stored_info, self._engine, integration_id, entry
             )
+        if await asyncio.to_thread(
+            repository.replaced_since_code_exchange, self._engine, integration_id
+        ):
+            # A retry after an attempt that stored the long-lived token (its answer lost).
+            return await asyncio.to_thread(
+                repository.stored_info, self._engine, integration_id, entry
+            )
         tokens = await asyncio.to_thread(self._tokens.read, integration_id)
         if tokens is None:
             raise ApplicationError(

@@ -584,6 +584,27 @@ def store_name(
         session.commit()
 
 
+def replaced_since_code_exchange(engine: Engine, integration_id: uuid.UUID) -> bool:
+    """Whether the stored tokens are no longer the code exchange's: a refresh or the
+    long-lived exchange (each logged COMPLETED with its swap, in one transaction) came
+    after it. A retried long-lived exchange whose first attempt stored its token finds
+    it done, instead of sending the long-lived token to be exchanged again."""
+    with Session(engine) as session:
+        latest = session.exec(
+            select(IntegrationSyncLog.action)
+            .where(col(IntegrationSyncLog.integration_id) == integration_id)
+            .where(col(IntegrationSyncLog.status) == SyncStatus.COMPLETED)
+            .where(
+                col(IntegrationSyncLog.action).in_(
+                    [SyncAction.TOKEN_EXCHANGE.value, SyncAction.TOKEN_REFRESH.value]
+                )
+            )
+            .order_by(col(IntegrationSyncLog.completed_at).desc())
+            .limit(1)
+        ).first()
+    return latest == SyncAction.TOKEN_REFRESH.value
+
+
 def store_refresh(
     engine: Engine,
     keyring: Keyring,

@@ -19,12 +19,18 @@ import pytest
 import yaml
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.oauth import OAuthActivities
 from relay.crypto import Keyring
 from relay.models.oauth import IntegrationCredential
 from relay.oauth.catalog import load_catalog
-from relay.oauth.contracts import AuthorizationCallback, IntegrationInput, IntegrationStatus
+from relay.oauth.contracts import (
+    AuthorizationCallback,
+    IntegrationInput,
+    IntegrationRef,
+    IntegrationStatus,
+)
 from relay.oauth.flow import consume_state, create_authorization
 from relay.oauth.tokens import TokenStore
 from relay.sandbox.oauth_providers import (
@@ -281,3 +287,28 @@ async def begin(
     )
     assert outcome.connected, outcome.message
     return integration_id, handle
+
+
+async def test_a_retried_exchange_keeps_the_long_lived_token_it_stored(
+    sandbox: OAuthProvidersServer,
+    sandbox_settings: Callable[..., Settings],
+    oauth_stack: StackFactory,
+    engine: Engine,
+    keyring: Keyring,
+) -> None:
+    # Temporal retries the exchange when its first attempt's answer is lost after it stored
+    # the long-lived token: the retry must not send that token to be exchanged again
+    # (Instagram refuses it, which would fail the connection).
+    async with oauth_stack(sandbox_settings()) as stack:
+        integration_id, back = await connect(stack, "instagram")
+        stored = stored_access_token(engine, keyring, integration_id)
+        activities = OAuthActivities.from_context(stack.context)
+        info = await ActivityEnvironment().run(
+            activities.exchange_long_lived_token, IntegrationRef(integration_id)
+        )
+
+    assert back["status"] == "success"
+    assert stored is not None and stored.startswith("sbx-instagram-ll-")
+    assert stored_access_token(engine, keyring, integration_id) == stored
+    assert len(long_lived_tokens(sandbox, "instagram")) == 1
+    assert info.expires_at is not None and info.has_refresh_token
