@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench-webhooks bench-billing bench-payments bench-files bench-notifications migrate clean
+.PHONY: dev test lint typecheck bench-webhooks bench-billing bench-payments bench-files bench-notifications bench-credentials bench-publishing migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Relay needs Python 3.11 or newer"; exit 1; }
@@ -46,6 +46,12 @@ bench-payments: $(STAMP)
 
 bench-notifications: $(STAMP)
 	$(BIN)/python -m bench.notifications
+
+bench-publishing: $(STAMP)
+	$(BIN)/python -m bench.publishing
+
+bench-credentials: $(STAMP)
+	$(BIN)/python -m bench.credentials
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache
