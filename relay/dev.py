@@ -75,6 +75,14 @@ def temporal_binary() -> str:
     return found
 
 
+def _hold(port: int) -> socket.socket:
+    """A socket bound to `port` (not listening): the OS hands it to no one else."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -328,6 +336,8 @@ def run_dev(settings: Settings) -> int:
     for port, name in ports:
         if _port_open(port):
             raise ConfigError(f"port {port} ({name}) is already in use; set {name} to another port")
+    # Held while the sandboxes pick free ports, so none is handed one of Relay's own.
+    reserved = [_hold(port) for port, _ in ports]
 
     print("relay: migrating the database", flush=True)
     upgrade(settings.sqlalchemy_url)
@@ -401,6 +411,8 @@ def run_dev(settings: Settings) -> int:
         Child("api", [*relay, "api"], env=sandbox_env),
     ]
 
+    for held in reserved:
+        held.close()
     supervisor = Supervisor(settings, children)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
