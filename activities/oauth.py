@@ -51,6 +51,7 @@ from relay.oauth.protocol import (
     TokenRequest,
     TokenResponse,
     access_token_request,
+    account_facts,
     account_name,
     exchange_grant,
     parse_token_response,
@@ -387,7 +388,9 @@ class OAuthActivities:
 
     @activity.defn
     async def fetch_oauth_account_name(self, ref: IntegrationRef) -> bool:
-        """Read the account's display name from the provider's userinfo endpoint.
+        """Read the account's display name from the provider's userinfo endpoint, and the
+        account's ids the catalog's `account_fields` name (kept in providerData: LinkedIn's
+        `sub` makes the author URN a post needs).
 
         Returns False (and logs) when the provider will not say; transient failures retry.
         """
@@ -409,7 +412,9 @@ class OAuthActivities:
             response = await self._http.get(url, headers=headers)
         except httpx.HTTPError as exc:
             raise translate(entry.key, exc) from None
-        name = account_name(entry, response.text) if response.status_code < 300 else None
+        answered = response.status_code < 300
+        name = account_name(entry, response.text) if answered else None
+        facts = account_facts(entry, response.text) if answered else {}
         if response.status_code >= 500 or response.status_code in (408, 429):
             failure = translate(entry.key, _StatusError(response))
             await asyncio.to_thread(
@@ -429,6 +434,7 @@ class OAuthActivities:
             name,
             response.status_code,
             started,
+            facts,
         )
         return name is not None
 

@@ -327,16 +327,17 @@ class PublishingActivities:
 
     async def _integration_event(
         self, event_type: str, params: TargetCall, extra: dict[str, Any], key: str
-    ) -> None:
+    ) -> repository.TargetEvent | None:
+        """Seed 003's integration.* event about this target, to write with its row."""
         integration = await self._db(
             functools.partial(
                 oauth_repository.get_integration, self._engine, uuid.UUID(params.integration_id)
             )
         )
         if integration is None:
-            return
+            return None
         data = oauth_repository.event_data(integration) | {"publicationId": params.publication_id}
-        await self._event(event_type, data | extra, key)
+        return repository.TargetEvent(event_type, data | extra, key)
 
     async def _fail(
         self,
@@ -360,6 +361,12 @@ class PublishingActivities:
             if attempted
             else None
         )
+        event = await self._integration_event(
+            EVENT_INTEGRATION_ERROR,
+            params,
+            {"error": {"code": code, "message": message}},
+            f"publication-{params.publication_id}:{params.integration_id}:error",
+        )
         await self._db(
             functools.partial(
                 repository.update_target,
@@ -367,16 +374,11 @@ class PublishingActivities:
                 params.publication_id,
                 params.integration_id,
                 sync=sync,
+                event=event,
                 status=TargetStatus.FAILED.value,
                 error_code=code,
                 last_error=message,
             )
-        )
-        await self._integration_event(
-            EVENT_INTEGRATION_ERROR,
-            params,
-            {"error": {"code": code, "message": message}},
-            f"publication-{params.publication_id}:{params.integration_id}:error",
         )
         return TargetOutcome(TargetStatus.FAILED.value, code)
 
@@ -401,7 +403,7 @@ class PublishingActivities:
             "error_code": None,
             "last_error": None,
         }
-        sync = None
+        sync = event = None
         if not processing:
             values["published_at"] = utcnow()
             sync = SyncEntry(
@@ -411,6 +413,12 @@ class PublishingActivities:
                 started_at,
                 meta={"provider": params.provider, "remoteId": result.remote_id},
             )
+            event = await self._integration_event(
+                EVENT_SYNCED,
+                params,
+                {"remoteId": result.remote_id, "url": result.url},
+                f"publication-{params.publication_id}:{params.integration_id}:synced",
+            )
         await self._db(
             functools.partial(
                 repository.update_target,
@@ -418,17 +426,12 @@ class PublishingActivities:
                 params.publication_id,
                 params.integration_id,
                 sync=sync,
+                event=event,
                 **values,
             )
         )
         if processing:
             return TargetOutcome(TargetStatus.PROCESSING.value)
-        await self._integration_event(
-            EVENT_SYNCED,
-            params,
-            {"remoteId": result.remote_id, "url": result.url},
-            f"publication-{params.publication_id}:{params.integration_id}:synced",
-        )
         return TargetOutcome(TargetStatus.PUBLISHED.value)
 
     # --- the read model --------------------------------------------------------------------

@@ -79,9 +79,10 @@ from relay.sandbox.s3 import S3Sandbox
 RESULTS = Path(__file__).resolve().parent / "results"
 DEADLINE_SECONDS = 240
 APP_REDIRECT = "http://localhost:3000/integrations/done"
-# What the Facebook, LinkedIn and Instagram adapters need of the account (tests/publishing).
-ACCOUNT_METADATA = {
-    "pageId": "104857600123456",
+# The direct client's LinkedIn author and Instagram user (the sandbox's standing tokens'
+# accounts). Relay's connections carry no metadata: it finds the URN, the Instagram user and
+# the Facebook Page from what the provider tells (docs/publishing.md, "Which account posts").
+DIRECT_ACCOUNT = {
     "authorUrn": "urn:li:person:8675309",
     "igUserId": "17841400000000001",
 }
@@ -177,7 +178,6 @@ class Relay:
             "userId": user_id,
             "provider": provider,
             "redirectUri": APP_REDIRECT,
-            "metadata": ACCOUNT_METADATA,
         }
         async with self.api.post("/v1/integrations/oauth/initiate", json=body) as started:
             if started.status != 201:
@@ -346,7 +346,7 @@ class Direct:
 
     async def linkedin(self, text: str) -> None:
         body = {
-            "author": ACCOUNT_METADATA["authorUrn"],
+            "author": DIRECT_ACCOUNT["authorUrn"],
             "commentary": text,
             "visibility": "PUBLIC",
             "distribution": {
@@ -366,17 +366,24 @@ class Direct:
                 raise RuntimeError(f"LinkedIn: {r.status} {await r.text()}")
 
     async def facebook(self, text: str) -> None:
-        page = ACCOUNT_METADATA["pageId"]
+        # The Page and its token from the user token, as the adapter does on every post.
+        pages = await self._json(
+            "GET",
+            f"{self.graph}/me/accounts",
+            params={"fields": "id,name,access_token", "limit": "100"},
+            headers=self._auth("facebook"),
+        )
+        page = pages["data"][0]
         await self._json(
             "POST",
-            f"{self.graph}/{page}/feed",
+            f"{self.graph}/{page['id']}/feed",
             data={"message": text},
-            headers=self._auth("facebook"),
+            headers={"Authorization": f"Bearer {page['access_token']}"},
         )
 
     async def instagram(self, text: str, media_url: str) -> None:
         auth = self._auth("instagram")
-        user = ACCOUNT_METADATA["igUserId"]
+        user = DIRECT_ACCOUNT["igUserId"]
         form = {"caption": text, "media_type": "REELS", "video_url": media_url}
         container = (
             await self._json("POST", f"{self.graph}/{user}/media", data=form, headers=auth)

@@ -17,15 +17,21 @@ from api.envelope import DEFAULT_LIMIT, MAX_LIMIT, Envelope, Page, error_respons
 from api.idempotency import require_same_request
 from api.pagination import newest_first_page, page
 from api.schemas.publishing import Publication, PublicationCreate, publication_of
-from relay.db import as_utc
+from relay.db import as_utc, utcnow
 from relay.errors import ErrorCode, RelayError
 from relay.files import repository as files
 from relay.files.contracts import FileStatus
 from relay.oauth import repository as oauth_repository
 from relay.oauth.contracts import IntegrationStatus
 from relay.publishing import repository
-from relay.publishing.contracts import PublicationInput, PublicationStatus, TargetRef
-from relay.publishing.providers import PUBLISHING_PROVIDERS
+from relay.publishing.adapters import ACCOUNT_INCOMPLETE, MediaItem, PublishRequest
+from relay.publishing.contracts import (
+    PublicationInput,
+    PublicationStatus,
+    TargetRef,
+    TargetStatus,
+)
+from relay.publishing.providers import PUBLISHING_PROVIDERS, skip_reason
 from relay.publishing.repository import NewPublication
 from workflows.clients import WorkflowClosed
 from workflows.clients.publishing import (
@@ -50,8 +56,8 @@ def _details(integration: Any) -> dict[str, Any]:
     }
 
 
-def _targets(engine: Any, body: PublicationCreate) -> list[tuple[str, str]]:
-    """(integration id, provider) per target; every refusal before anything is written."""
+def _targets(engine: Any, body: PublicationCreate) -> list[Any]:
+    """The target integrations; every refusal before anything is written."""
     if body.integration_ids is None:
         found = repository.publishable_integrations(engine, body.user_id, PUBLISHING_PROVIDERS)
         if not found:
@@ -60,8 +66,8 @@ def _targets(engine: Any, body: PublicationCreate) -> list[tuple[str, str]]:
                 "the user has no CONNECTED integration that can publish",
                 {"userId": body.user_id, "providers": list(PUBLISHING_PROVIDERS)},
             )
-        return [(str(row.id), row.provider) for row in found]
-    targets: list[tuple[str, str]] = []
+        return list(found)
+    targets: list[Any] = []
     for integration_id in dict.fromkeys(body.integration_ids):
         integration = oauth_repository.get_integration(engine, integration_id)
         if integration is None or integration.user_id != body.user_id:
@@ -91,11 +97,14 @@ def _targets(engine: Any, body: PublicationCreate) -> list[tuple[str, str]]:
                 f"the integration is {status}, not CONNECTED",
                 _details(integration),
             )
-        targets.append((str(integration.id), integration.provider))
+        targets.append(integration)
     return targets
 
 
-def _check_media(engine: Any, body: PublicationCreate) -> None:
+def _media(engine: Any, body: PublicationCreate) -> list[MediaItem]:
+    """The stored files to post, as the adapters' checks see them (type and size; the
+    activity fetches the bytes or a URL)."""
+    media: list[MediaItem] = []
     for file_id in body.media_file_ids:
         view = files.find_view(engine, str(file_id))
         if view is None or view.status == FileStatus.DELETED or view.user_id != body.user_id:
@@ -108,6 +117,36 @@ def _check_media(engine: Any, body: PublicationCreate) -> None:
                 f"the file is {view.status}, not READY",
                 {"fileId": str(file_id), "status": str(view.status)},
             )
+        media.append(
+            MediaItem(
+                content_type=view.detected_type or view.content_type,
+                size=view.size or view.declared_size,
+                filename=view.filename,
+            )
+        )
+    return media
+
+
+def _skipped(
+    body: PublicationCreate, integrations: list[Any], media: list[MediaItem]
+) -> dict[str, tuple[str, str]]:
+    """The targets whose platform cannot take the post, decided now (no I/O): they are
+    answered SKIPPED with the reason and never run."""
+    skipped: dict[str, tuple[str, str]] = {}
+    for integration in integrations:
+        request = PublishRequest(
+            text=body.text,
+            access_token="",
+            link=body.link,
+            media=media,
+            account=repository.account_of(integration),
+        )
+        skip = skip_reason(integration.provider, request)
+        # What the account lacks may still arrive (the provider's account lookup after
+        # connect, metadata set later): that is the activity's to decide when it runs.
+        if skip is not None and skip.code != ACCOUNT_INCOMPLETE:
+            skipped[str(integration.id)] = (skip.code, skip.message)
+    return skipped
 
 
 async def _answer(engine: Any, publication_id: str) -> dict[str, Any]:
@@ -131,8 +170,10 @@ async def _answer(engine: Any, publication_id: str) -> dict[str, Any]:
 async def create(
     body: PublicationCreate, engine: EngineDep, settings: SettingsDep, client: TemporalDep
 ) -> dict[str, Any]:
-    targets = await asyncio.to_thread(_targets, engine, body)
-    await asyncio.to_thread(_check_media, engine, body)
+    integrations = await asyncio.to_thread(_targets, engine, body)
+    media = await asyncio.to_thread(_media, engine, body)
+    scheduled_at = as_utc(body.scheduled_at)
+    due = scheduled_at is None or scheduled_at <= utcnow()
     new = NewPublication(
         content_id=body.content_id,
         user_id=body.user_id,
@@ -141,7 +182,9 @@ async def create(
         media_file_ids=[str(file_id) for file_id in body.media_file_ids],
         scheduled_at=body.scheduled_at,
         idempotency_key=body.idempotency_key,
-        targets=targets,
+        targets=[(str(i.id), i.provider) for i in integrations],
+        skipped=_skipped(body, integrations, media),
+        due=due,
     )
     publication_id = str(uuid.uuid4())
     row, created = await asyncio.to_thread(
@@ -150,8 +193,9 @@ async def create(
     if not created:
         require_same_request({"body": (new.request_hash(), row.request_hash)})
     publication_id = str(row.id)
-    if created or row.status == PublicationStatus.SCHEDULED:
-        # A retry of a request that died between the insert and the start starts it now.
+    if created or row.status in (PublicationStatus.SCHEDULED, PublicationStatus.PUBLISHING):
+        # A retry of a request that died between the insert and the start starts it now
+        # (a start of a run that exists already is a no-op).
         stored = await asyncio.to_thread(repository.targets, engine, publication_id)
         scheduled = as_utc(row.scheduled_at)
         await start_publication(
@@ -160,9 +204,17 @@ async def create(
             body.user_id,
             PublicationInput(
                 publication_id=publication_id,
-                targets=[TargetRef(t.integration_id, t.provider) for t in stored],
+                targets=[
+                    TargetRef(
+                        t.integration_id,
+                        t.provider,
+                        t.skip_reason if t.status == TargetStatus.SKIPPED else None,
+                    )
+                    for t in stored
+                ],
                 scheduled_at=scheduled.isoformat() if scheduled else None,
                 poll_interval_seconds=settings.publish_poll_interval.total_seconds(),
+                status_written=row.status == PublicationStatus.PUBLISHING,
             ),
         )
     return await _answer(engine, publication_id)

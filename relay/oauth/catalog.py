@@ -80,6 +80,10 @@ class ProviderEntry(BaseModel):
     userinfo_url: str | None = None
     userinfo_auth_scheme: str = Field(default="Bearer", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
     account_name_field: str | None = Field(default=None, max_length=200)
+    # Fields of the userinfo answer (dotted paths: `data.user.id`) kept in the clear in the
+    # integration's providerData: the account's ids (LinkedIn's `sub`, Instagram's
+    # `user_id`, Facebook's `id`) that other capabilities need. Never a credential.
+    account_fields: list[str] = Field(default_factory=list, max_length=10)
     default_scopes: list[str] = Field(default_factory=list)
     scope_separator: str = Field(default=" ", min_length=1, max_length=3)
     pkce: bool = True
@@ -131,7 +135,7 @@ class ProviderEntry(BaseModel):
             raise ValueError("names repeat")
         return value
 
-    @field_validator("public_extras")
+    @field_validator("public_extras", "account_fields")
     @classmethod
     def _public_extras(cls, value: list[str]) -> list[str]:
         for path in value:
@@ -182,6 +186,8 @@ class ProviderEntry(BaseModel):
             raise ValueError(
                 "account_name_field: required with userinfo_url (e.g. login, email, sub)"
             )
+        if self.account_fields and not self.userinfo_url:
+            raise ValueError("account_fields: needs userinfo_url (they are read from its answer)")
         return self
 
     # --- use --------------------------------------------------------------------------

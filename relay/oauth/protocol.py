@@ -389,6 +389,25 @@ def account_name(entry: ProviderEntry, text: str) -> str | None:
     return None
 
 
+def account_facts(entry: ProviderEntry, text: str) -> dict[str, Any]:
+    """The catalog's `account_fields` of a userinfo answer (the account's ids), kept in the
+    clear like `public_extras`: in their nesting, no credential-like key, bounded."""
+    if not entry.account_fields:
+        return {}
+    return public_extras(_payload(text), entry.account_fields)
+
+
+def with_account_facts(
+    provider_data: Mapping[str, Any], facts: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The integration's providerData with the userinfo's `facts` over it; unchanged when
+    the two together would pass the clear part's bound."""
+    merged = dict(provider_data) | dict(facts)
+    if len(json.dumps(merged, default=str)) > _EXTRAS_LIMIT:
+        return dict(provider_data)
+    return merged
+
+
 def revocation_outcome(
     provider: str, status: int, headers: Mapping[str, str], text: str, secrets: tuple[str, ...]
 ) -> bool:

@@ -44,7 +44,7 @@ from relay.oauth.contracts import (
     StatusChange,
     TokenInfo,
 )
-from relay.oauth.protocol import TokenResponse
+from relay.oauth.protocol import TokenResponse, with_account_facts
 from relay.oauth.tokens import Tokens, TokenStore
 from relay.webhooks.publish import PublishResult, publish_event
 
@@ -562,13 +562,21 @@ def store_name(
     name: str | None,
     status_code: int,
     started: datetime,
+    facts: dict[str, Any] | None = None,
 ) -> None:
-    """The account name the userinfo endpoint answered (`status_code`), and its sync log."""
+    """The account name the userinfo endpoint answered (`status_code`), the account's ids
+    it gave (`facts`: the catalog's `account_fields`, merged into providerData), and its
+    sync log."""
     with Session(engine) as session:
-        if name is not None:
+        if name is not None or facts:
             integration = session.get(Integration, integration_id)
             assert integration is not None
-            integration.name = name
+            if name is not None:
+                integration.name = name
+            if facts:
+                integration.provider_data = with_account_facts(
+                    integration.provider_data or {}, facts
+                )
             integration.updated_at = utcnow()
             session.add(integration)
         write_sync_log(

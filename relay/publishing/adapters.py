@@ -24,7 +24,9 @@ answers:
                            refresh through the connection's workflow, then NEEDS_REAUTH
       kind TRANSIENT       408/425/429/5xx, a timeout, a refused connection, Graph's rate
                            limit codes, a container not ready: retry, after `retry_after`
-      kind PERMANENT       any other 4xx: the platform's `message` is the target's failure
+      kind PERMANENT       any other 4xx: the platform's `message` is the target's failure;
+                           with `platform_code` ACCOUNT_INCOMPLETE (Facebook: which Page?)
+                           the target's error code is ACCOUNT_INCOMPLETE
 
 Messages carry the platform's own short reason: never a token, a header or a body sent.
 """
@@ -50,6 +52,8 @@ from relay.provider_errors import (
 )
 
 _MESSAGE_LIMIT = 200
+# A target's error code (and SkipReason code): the connection does not identify the account.
+ACCOUNT_INCOMPLETE = "ACCOUNT_INCOMPLETE"
 # Graph API error codes that mean "slow down" though the HTTP status is 400 or 403:
 # 4 app, 17 user, 32 page, 613 custom rate limits (developers.facebook.com, Graph errors).
 GRAPH_RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})
@@ -96,8 +100,9 @@ class MediaItem:
 
 @dataclass
 class PublishRequest:
-    """One target's post. `account` is the connection's provider data: `page_id`
-    (Facebook), `ig_user_id` (Instagram), `author_urn` (LinkedIn), `username` (X, TikTok:
+    """One target's post. `account` is what the connection says of the account
+    (relay.publishing.repository.account_of): `page_id` (Facebook, optional: which of the
+    user's Pages), `ig_user_id` (Instagram), `author_urn` (LinkedIn), `username` (X, TikTok:
     their post URLs name it). `title` is YouTube's; its default is the text's first line."""
 
     text: str
@@ -204,6 +209,14 @@ class PublishError(Exception):
                 details,
                 type=code.value,
                 next_retry_delay=self.retry_after,
+            )
+        if self.platform_code == ACCOUNT_INCOMPLETE:
+            # The connection does not say which account to act as (Facebook's Pages).
+            return ApplicationError(
+                f"{self.provider}: {self.message}",
+                {"provider": self.provider},
+                type=ACCOUNT_INCOMPLETE,
+                non_retryable=True,
             )
         if self.status is None:  # refused without an HTTP refusal: media processing failed
             return ApplicationError(

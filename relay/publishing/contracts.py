@@ -102,23 +102,29 @@ def final_status(statuses: list[str]) -> PublicationStatus:
 
 @dataclass
 class TargetRef:
-    """One target: which connection, on which platform (ids only)."""
+    """One target: which connection, on which platform (ids only). `skip_code` is set
+    when the API found at POST that the platform cannot take the post (SKIPPED, the
+    reason in the row): the workflow does not run it."""
 
     integration_id: str
     provider: str
+    skip_code: str | None = None
 
 
 @dataclass
 class PublicationInput:
     """`publication-{id}`'s start argument. `scheduled_at` (ISO, UTC) is waited for on a
     durable timer; `unpublish` marks a run started to take a finished publication down
-    (DELETE after the first run ended): it loads the targets and waits for the update."""
+    (DELETE after the first run ended): it loads the targets and waits for the update.
+    `status_written`: the API wrote PUBLISHING with the rows (a publication due now), so
+    the run does not write it again (inputs from before it was written default False)."""
 
     publication_id: str
     targets: list[TargetRef] = field(default_factory=list)
     scheduled_at: str | None = None
     poll_interval_seconds: float = 5.0
     unpublish: bool = False
+    status_written: bool = False
 
 
 @dataclass

@@ -74,7 +74,9 @@ class InstagramAdapter:
                 f"Instagram takes images of at most {IMAGE_SIZE_LIMIT} bytes",
                 IMAGE_SIZE_LIMIT,
             )
-        if item.url is None:
+        if item.url is None and item.data is not None:
+            # Bytes alone cannot be posted; an item with neither is a stored file described
+            # before its URL is made (the API's check at POST), which will have one.
             return SkipReason("MEDIA_UNSUPPORTED", "Instagram fetches media from a public URL")
         return None
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
 import httpx
 
 from relay.publishing import facebook, instagram, linkedin, tiktok, x, youtube
-from relay.publishing.adapters import PublishAdapter
+from relay.publishing.adapters import PublishAdapter, PublishRequest, SkipReason
 from relay.settings import Settings
 
 PUBLISHING_PROVIDERS = ("twitter", "linkedin", "facebook", "instagram", "youtube", "tiktok")
@@ -58,3 +59,16 @@ def build_adapters(
         "youtube": youtube.YouTubeAdapter(client, base("youtube", youtube.YOUTUBE_API_BASE)),
         "tiktok": tiktok.TikTokAdapter(client, base("tiktok", tiktok.TIKTOK_API_BASE)),
     }
+
+
+@functools.cache
+def _checkers() -> dict[str, PublishAdapter]:
+    # `check` does no I/O: this client is never used, so nothing needs closing.
+    return build_adapters(httpx.AsyncClient())
+
+
+def skip_reason(provider: str, request: PublishRequest) -> SkipReason | None:
+    """Why `provider` cannot take `request` (its adapter's `check`), decided without I/O:
+    the API answers SKIPPED targets at POST instead of running them."""
+    checker = _checkers().get(provider)
+    return checker.check(request) if checker is not None else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from relay.errors import ErrorCode, RelayError
 from relay.models.oauth import Integration, IntegrationSyncLog, SyncStatus
 from relay.models.publishing import Publication, PublicationTarget
 from relay.publishing.contracts import PublicationStatus, TargetStatus
+from relay.webhooks.publish import publish_in, validate_event
 
 P = Publication.__table__  # type: ignore[attr-defined]
 T = PublicationTarget.__table__  # type: ignore[attr-defined]
@@ -45,6 +46,10 @@ class NewPublication:
     idempotency_key: str | None
     # (integration id, provider) per target, in the request's order.
     targets: list[tuple[str, str]]
+    # Targets the platform cannot take (decided at POST): integration id → (code, message).
+    skipped: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Due now (no scheduledAt, or one past): written PUBLISHING rather than SCHEDULED.
+    due: bool = False
 
     def request_hash(self) -> str:
         """What the request asks for (not its key): one idempotencyKey, one request."""
@@ -69,11 +74,15 @@ def key_of(publication_id: str) -> uuid.UUID | None:
         return None
 
 
+_NOT_SKIPPED: tuple[None, None] = (None, None)
+
+
 def insert_publication(
     engine: Engine, publication_id: str, new: NewPublication
 ) -> tuple[Row[Any], bool]:
-    """The publication and its targets, SCHEDULED / PENDING, in one transaction; (row,
-    True). When (contentId, idempotencyKey) exists already: (that row, False)."""
+    """The publication and its targets in one transaction: SCHEDULED, or PUBLISHING when
+    it is due; each target PENDING, or SKIPPED with its reason. (row, True); when
+    (contentId, idempotencyKey) exists already: (that row, False)."""
     now = utcnow()
     try:
         with engine.begin() as connection:
@@ -85,7 +94,9 @@ def insert_publication(
                     text=new.text,
                     link=new.link,
                     media_file_ids=list(new.media_file_ids),
-                    status=PublicationStatus.SCHEDULED.value,
+                    status=(
+                        PublicationStatus.PUBLISHING if new.due else PublicationStatus.SCHEDULED
+                    ).value,
                     scheduled_at=new.scheduled_at,
                     idempotency_key=new.idempotency_key,
                     request_hash=new.request_hash(),
@@ -102,7 +113,13 @@ def insert_publication(
                         "integration_id": integration_id,
                         "provider": provider,
                         "position": position,
-                        "status": TargetStatus.PENDING.value,
+                        "status": (
+                            TargetStatus.SKIPPED
+                            if integration_id in new.skipped
+                            else TargetStatus.PENDING
+                        ).value,
+                        "skip_reason": new.skipped.get(integration_id, _NOT_SKIPPED)[0],
+                        "last_error": new.skipped.get(integration_id, _NOT_SKIPPED)[1],
                         "remote": {},
                         "attempts": 0,
                         "updated_at": now,
@@ -228,20 +245,42 @@ def cancel_pending(engine: Engine, publication_id: str) -> None:
         )
 
 
+@dataclass
+class TargetEvent:
+    """An outgoing event written with the target's row (integration.synced / .error)."""
+
+    type: str
+    data: dict[str, Any]
+    idempotency_key: str
+
+
 def update_target(
     engine: Engine,
     publication_id: str,
     integration_id: str,
     *,
     sync: SyncEntry | None = None,
+    event: TargetEvent | None = None,
     **values: Any,
 ) -> None:
     """The target's row, and (with `sync`) its sync log and the integration's last sync,
-    in one transaction."""
+    and (with `event`) its outgoing event, in one transaction: a retry that finds the row
+    settled finds its event written too."""
+    if event is not None:
+        validate_event(event.type, event.data, event.idempotency_key)
     with engine.begin() as connection:
         _update_target(connection, publication_id, integration_id, values)
         if sync is not None:
             _write_sync(connection, integration_id, sync)
+        if event is not None:
+            publish_in(
+                connection,
+                event.type,
+                event.data,
+                idempotency_key=event.idempotency_key,
+                exclude_endpoint_id=None,
+                now=utcnow(),
+            )
 
 
 def begin_attempt(engine: Engine, publication_id: str, integration_id: str) -> None:
@@ -341,7 +380,11 @@ def publishable_integrations(
 def account_of(integration: Any) -> dict[str, str]:
     """What an adapter needs of the account (relay.publishing.adapters.PublishRequest):
     from the connection's metadata (an application sets `pageId`, `authorUrn`, … at
-    initiate), then what the provider told at connect (providerData), then its name."""
+    initiate), then what the provider told at connect (providerData: the token response's
+    and the userinfo's ids, the catalog's `public_extras` and `account_fields`), then its
+    name. LinkedIn's author is the member `urn:li:person:{sub}` (OpenID Connect's subject);
+    Instagram's user id is the one its token exchange and userinfo give. No Facebook Page
+    id is needed: the adapter finds the user's Page itself (relay.publishing.facebook)."""
     meta = dict(getattr(integration, "meta", None) or {})
     data = dict(getattr(integration, "provider_data", None) or {})
     account: dict[str, str] = {}
@@ -360,7 +403,14 @@ def account_of(integration: Any) -> dict[str, str]:
             data.get("ig_user_id"),
             data.get("user_id"),
         ),
-        "author_urn": first(meta.get("authorUrn"), meta.get("author_urn"), data.get("author_urn")),
+        "author_urn": first(
+            meta.get("authorUrn"),
+            meta.get("author_urn"),
+            data.get("author_urn"),
+            _person_urn(data.get("sub"))
+            if getattr(integration, "provider", None) == "linkedin"
+            else None,
+        ),
         "username": first(
             meta.get("username"), data.get("username"), getattr(integration, "name", None)
         ),
@@ -369,3 +419,10 @@ def account_of(integration: Any) -> dict[str, str]:
         if value is not None:
             account[name] = value
     return account
+
+
+def _person_urn(sub: object) -> str | None:
+    """A LinkedIn member's URN from the OpenID Connect subject the userinfo gave."""
+    if isinstance(sub, str | int) and str(sub).strip():
+        return f"urn:li:person:{str(sub).strip()}"
+    return None

@@ -22,7 +22,9 @@ Routes, one prefix per catalog key (`/google_calendar/…`, `/twitter/…`):
                                    match) and refresh_token grants; Facebook and Meta Ads
                                    also take GET and grant_type=fb_exchange_token
     POST /{provider}/revoke        RFC 7009 (where the catalog has a revoke_url)
-    GET  /{provider}/userinfo      the account, shaped to the catalog's account_name_field
+    GET  /{provider}/userinfo      the account: `id` and `sub` (the token's subject, which
+                                   the token sinks are told), Instagram's `user_id` too,
+                                   and a name at the catalog's account_name_field
     GET  /instagram/access_token          ?grant_type=ig_exchange_token&client_secret=
                                           &access_token=   short-lived → long-lived
     GET  /instagram/refresh_access_token  ?grant_type=ig_refresh_token&access_token=
@@ -78,7 +80,8 @@ with `OAuthProvidersSandbox.register_token_sink(url)` (or check a token with
 /_sandbox/introspect). Sinks are trusted loopback receivers: they get bearer tokens.
 
 Not modelled: consent screens beyond one approval, id_token (OpenID Connect), Facebook Page
-tokens (`/me/accounts`, the Graph API's, not OAuth's), real scope policy (what is asked is
+tokens (`/me/accounts` is the Graph API's, not OAuth's: the publishing sandbox plays it for
+the users this sandbox tells it of), real scope policy (what is asked is
 granted; Zoom, Mailchimp and TikTok for Business grant the app's scopes when none are
 asked). State lives in memory. No token or secret is logged.
 """
@@ -667,6 +670,9 @@ class OAuthProvidersState:
         entry = self.entry(provider)
         name = f"Sandbox {entry.display_name} User"
         info: dict[str, Any] = {"id": token.subject, "sub": token.subject}
+        if provider == "instagram":
+            # Instagram Login's /me names the professional account `user_id` (and `id`).
+            info["user_id"] = token.subject
         path = entry.account_name_field
         if path:
             _place(info, path.split("."), name)

@@ -53,11 +53,24 @@ Routes (the platforms' paths and shapes):
     GET    /rest/posts/{urn}                 the post
     DELETE /rest/posts/{urn}                 → 204
   Facebook Pages (Graph; token as `access_token` parameter or Bearer header)
+    GET    /{v}/me/accounts                  with a user token: the Pages the user manages,
+           ?fields=&limit=&after=            {data: [{id, name, access_token (the Page
+                                             token), category, category_list, tasks}],
+                                             paging: {cursors: {before, after}, next?}}
+                                             (`limit` 25, at most 100; `next` repeats the
+                                             query as given)
     POST   /{v}/{page-id}/feed               {message?, link?} → {id: "{page}_{post}"}
     POST   /{v}/{page-id}/photos             {url | source (multipart), message?} →
                                              {id, post_id}
     GET    /{v}/{object-id}                  the post or photo
     DELETE /{v}/{object-id}                  → {success: true}
+  /feed, /photos and DELETE take only the Page's own token: a user token or another Page's
+  is 403 {error: {message: "(#200) … requires a Page access token …", type: OAuthException,
+  code: 200}}. Each Facebook user manages one Page unless the control says otherwise; the
+  user of SANDBOX_TOKENS["facebook"] manages the Page SANDBOX_PAGE_ID (104857600123456),
+  other users a Page whose id follows from the user (`page_id_for`: the OAuth sandbox's
+  subject, or for a token given without one, the token). Page tokens are minted here, one
+  per Page, and do not expire (as those from a long-lived user token do not).
   Instagram (Graph, Instagram Login)
     POST   /{v}/{ig-user-id}/media           {image_url | video_url + media_type (REELS |
                                              VIDEO | STORIES), caption?} → {id: container}
@@ -119,10 +132,16 @@ Controls for tests and `/sandbox` (not the platforms'; JSON, camelCase):
                                   /media_publish, a completed YouTube upload, and TikTok's
                                   init (listed from then on under the id PUBLISH_COMPLETE
                                   will give)
-    POST /_sandbox/tokens         {provider, token, expiresAt?} direct, or the OAuth
-                                  sandbox's token-sink notices as they are ({event: issued |
-                                  revoked, provider, accessToken, expiresAt, subject});
-                                  tokens of other providers are ignored ({accepted: false})
+    POST /_sandbox/tokens         {provider, token, expiresAt?, subject?} direct, or the
+                                  OAuth sandbox's token-sink notices as they are ({event:
+                                  issued | revoked, provider, accessToken, expiresAt,
+                                  subject}); tokens of other providers are ignored
+                                  ({accepted: false}). A Facebook token is `subject`'s user
+                                  token
+    POST /_sandbox/facebook-pages {user | token, count}: the Facebook user (a subject, or the
+                                  user of a user token) manages `count` Pages from now on
+                                  (0: none; the first ones keep their ids and tokens) →
+                                  {user, pages: [{id, name}]}
     POST /_sandbox/faults         {provider, count, status? (503), retryAfter? (1)}: the next
                                   `count` API calls to `provider` answer `status`
     GET|POST /_sandbox/rate-limits   show / set {provider, limit, windowSeconds}
@@ -135,20 +154,25 @@ Controls for tests and `/sandbox` (not the platforms'; JSON, camelCase):
                                   while its upload is incomplete or once it has ended
 
 In /_sandbox/posts each post also has `status` (published, processing or failed: its media's
-processing, for YouTube and TikTok) and `processingId`; `processing` lists every media that
+processing, for YouTube and TikTok), `processingId`, `account` (the Page a Facebook post is
+on, a LinkedIn post's author, the Instagram user in the publish path) and, for Facebook,
+`tokenSha256` (the SHA-256 of the token it was made with: its Page's); `processing` lists every media that
 is processed (X video and GIF, Instagram containers, YouTube videos, TikTok publishes),
 newest first, with `status` uploading, processing, succeeded or failed.
 
 Not modelled: X's duplicate-content refusal and weighted text length, LinkedIn image and
-video uploads, Facebook scheduled/unpublished posts and Page token checks, Instagram
+video uploads, Facebook scheduled/unpublished posts, Page roles beyond "manages" and Page
+tokens' dependence on the user token (they outlive its revocation here), Instagram
 carousels and its 25-posts-a-day limit, YouTube's quota units, TikTok's direct-post audit
 and creator info. State lives in memory; uploaded bytes are counted, not kept. No token is
-logged or echoed.
+logged, and none is echoed but the Page tokens /me/accounts hands out (and one a
+/me/accounts query carried, repeated in its `next` as Graph does).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import logging
@@ -164,7 +188,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import httpx
 import uvicorn
@@ -193,6 +217,14 @@ TEXT_LIMITS = {
     "tiktok": 2200,
 }
 GRAPH_VERSION = "v21.0"  # the catalog's
+# The Facebook user of SANDBOX_TOKENS["facebook"] (and of tokens given without a subject
+# the user is derived from the token), and that user's one Page.
+SANDBOX_USER = "sandbox-user"
+SANDBOX_PAGE_ID = "104857600123456"
+PAGES_LIMIT = 20
+# /me/accounts: Pages per answer unless `limit` says (Graph's default), and at most.
+ACCOUNTS_DEFAULT_LIMIT = 25
+ACCOUNTS_MAX_LIMIT = 100
 YOUTUBE_ROOT = "/"
 # (requests, window seconds) per provider and token, loosely after the platforms' documented
 # user limits, kept wide enough that a development session's polling does not trip them.
@@ -503,9 +535,13 @@ class Post:
     resource: dict[str, Any] = field(default_factory=dict)
     # The media whose processing the post waits for (YouTube's video, TikTok's publish_id).
     processing: str | None = None
+    # Who posted: the Page (Facebook), the author URN (LinkedIn), the IG user (Instagram).
+    account: str | None = None
+    # The SHA-256 of the token it was posted with (Facebook: its Page's token).
+    token_sha256: str | None = None
 
     def public(self) -> dict[str, Any]:
-        return {
+        shown = {
             "provider": self.provider,
             "id": self.id,
             "text": self.text,
@@ -513,7 +549,47 @@ class Post:
             "media": list(self.media),
             "createdAt": _iso(self.created),
             "deleted": self.deleted,
+            "account": self.account,
         }
+        if self.token_sha256 is not None:
+            shown["tokenSha256"] = self.token_sha256
+        return shown
+
+
+@dataclass
+class FacebookPage:
+    """A Page a Facebook user manages, and the Page token /me/accounts hands out for it."""
+
+    id: str
+    name: str
+    token: str = field(repr=False)
+
+    def account(self, fields: Iterable[str] | None = None) -> dict[str, Any]:
+        """The Page as /me/accounts lists it."""
+        entry = {
+            "id": self.id,
+            "name": self.name,
+            "access_token": self.token,
+            "category": "Software",
+            "category_list": [{"id": "2211", "name": "Software"}],
+            "tasks": ["ADVERTISE", "ANALYZE", "CREATE_CONTENT", "MESSAGING", "MODERATE", "MANAGE"],
+        }
+        if fields is None:
+            return entry
+        return {"id": self.id} | {f: entry[f] for f in fields if f in entry}
+
+
+def page_id_for(user: str, index: int) -> str:
+    """The `index`th Page of `user`: the same id for the same user in every sandbox."""
+    if user == SANDBOX_USER and index == 0:
+        return SANDBOX_PAGE_ID
+    digest = hashlib.sha256(f"{user}:page:{index}".encode()).hexdigest()
+    return "10" + str(int(digest, 16) % 10**13).zfill(13)
+
+
+def token_sha256(token: str) -> str:
+    """What /_sandbox/posts shows of the token a post was made with."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -564,6 +640,10 @@ class PublishingState:
         self.clock = clock
         # SHA-256 of the token → (its provider, expiry in epoch seconds or None).
         self._tokens: dict[bytes, tuple[str, float | None]] = {}
+        # Facebook: a user token's user; each user's Pages; a Page token's (Page, user).
+        self._users: dict[bytes, str] = {}
+        self._pages: dict[str, list[FacebookPage]] = {}
+        self._page_tokens: dict[bytes, tuple[str, str]] = {}
         self._posts: dict[str, dict[str, Post]] = {p: {} for p in PROVIDERS}
         self._media: dict[str, Processing] = {}
         self.requests: Counter[str] = Counter()
@@ -573,7 +653,9 @@ class PublishingState:
         self._faults: dict[str, tuple[int, int, int]] = {}
         self._failing: Counter[str] = Counter()
         self.processing_seconds = processing_seconds
-        for provider, token in [*SANDBOX_TOKENS.items(), *tokens]:
+        for provider, token in SANDBOX_TOKENS.items():
+            self.add_token(provider, token, subject=SANDBOX_USER)
+        for provider, token in tokens:
             self.add_token(provider, token)
 
     def close(self) -> None:
@@ -581,13 +663,72 @@ class PublishingState:
 
     # -- controls ---------------------------------------------------------------------------
 
-    def add_token(self, provider: str, token: str, expires_at: float | None = None) -> None:
+    def add_token(
+        self,
+        provider: str,
+        token: str,
+        expires_at: float | None = None,
+        subject: str | None = None,
+    ) -> None:
+        """`token` works for `provider` (until `expires_at`); a Facebook token is the user
+        token of `subject` (the OAuth sandbox's), else of a user derived from the token."""
         with self._lock:
-            self._tokens[_digest(token)] = (provider, expires_at)
+            digest = _digest(token)
+            self._tokens[digest] = (provider, expires_at)
+            if provider == "facebook":
+                self._users[digest] = subject or f"user-{digest.hex()[:12]}"
 
     def revoke_token(self, token: str) -> None:
         with self._lock:
             self._tokens.pop(_digest(token), None)
+
+    # -- Facebook users and their Pages ---------------------------------------------------------
+
+    def facebook_user(self, token: str | None) -> str | None:
+        """The user whose (live) user token `token` is; None for a Page token or unknown."""
+        if self.token_provider(token) != "facebook":
+            return None
+        with self._lock:
+            return self._users.get(_digest(token or ""))
+
+    def facebook_pages(self, user: str) -> list[FacebookPage]:
+        """The Pages `user` manages: one unless set_facebook_pages said otherwise."""
+        with self._lock:
+            if user not in self._pages:
+                self._set_pages_locked(user, 1)
+            return list(self._pages[user])
+
+    def set_facebook_pages(self, user: str, count: int) -> list[FacebookPage]:
+        """`user` manages `count` Pages from now on (the first ones kept, with their ids and
+        tokens; the Page tokens of the others stop working)."""
+        with self._lock:
+            self._set_pages_locked(user, count)
+            return list(self._pages[user])
+
+    def _set_pages_locked(self, user: str, count: int) -> None:
+        pages = self._pages.get(user, [])
+        for dropped in pages[count:]:
+            self._tokens.pop(_digest(dropped.token), None)
+            self._page_tokens.pop(_digest(dropped.token), None)
+        kept = pages[:count]
+        for index in range(len(kept), count):
+            page = FacebookPage(
+                page_id_for(user, index),
+                "Sandbox Page" if index == 0 else f"Sandbox Page {index + 1}",
+                f"EAAsbxpage{secrets.token_urlsafe(32)}",
+            )
+            self._tokens[_digest(page.token)] = ("facebook", None)
+            self._page_tokens[_digest(page.token)] = (page.id, user)
+            kept.append(page)
+        self._pages[user] = kept
+
+    def page_of_token(self, token: str | None) -> str | None:
+        """The Page whose (live) Page token `token` is."""
+        if self.token_provider(token) != "facebook":
+            return None
+        with self._lock:
+            found = self._page_tokens.get(_digest(token or ""))
+        return found[0] if found is not None else None
 
     def fail_next(self, provider: str, count: int, status: int, retry_after: int) -> None:
         with self._lock:
@@ -1145,6 +1286,7 @@ async def _linkedin_create(state: PublishingState, request: Request) -> Response
             f"https://www.linkedin.com/feed/update/{urn}/",
             media_ids,
             resource=resource,
+            account=author,
         )
     )
     return Response(status_code=201, headers={"x-restli-id": urn})
@@ -1186,7 +1328,88 @@ async def _graph_enter(
         state.count_request("facebook")
         raise _unauthorized("facebook")
     state.enter(chosen, token)
+    request.state.graph_token = token
     return chosen, params
+
+
+def _page_token_required(page_id: str) -> PlatformError:
+    """Graph's answer to a Page edge called without that Page's token (a user token, or
+    another Page's)."""
+    refused = refusal(
+        "facebook",
+        403,
+        f"(#200) Publishing to or deleting from the Page {page_id} requires a Page access "
+        "token of that Page",
+        code=200,
+    )
+    assert refused.body is not None
+    refused.body["error"]["type"] = "OAuthException"
+    return refused
+
+
+def _as_page(state: PublishingState, request: Request, page_id: str) -> str:
+    """The request's token, which must be `page_id`'s Page token."""
+    token: str | None = request.state.graph_token
+    if token is None or state.page_of_token(token) != page_id:
+        raise _page_token_required(page_id)
+    return token
+
+
+def _cursor(index: int) -> str:
+    return base64.urlsafe_b64encode(str(index).encode()).decode().rstrip("=")
+
+
+def _index(cursor: object) -> int | None:
+    if not isinstance(cursor, str) or not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except ValueError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _count(value: object, default: int, most: int) -> int:
+    if isinstance(value, str) and value.isdigit():
+        return max(1, min(most, int(value)))
+    return default
+
+
+async def _facebook_accounts(state: PublishingState, request: Request) -> Response:
+    """GET /{v}/me/accounts: the Pages the token's user manages, each with its Page token;
+    `limit` a page (25, at most 100), `after` the cursor of the last one seen."""
+    _, params = await _graph_enter(state, request, "facebook")
+    token: str | None = request.state.graph_token
+    node = request.path_params["node_id"]
+    if state.page_of_token(token) is not None:
+        raise refusal(
+            "facebook",
+            400,
+            "(#100) Tried accessing nonexisting field (accounts) on node type (Page)",
+            code=100,
+        )
+    user = state.facebook_user(token)
+    if user is None:
+        raise _unauthorized("facebook")
+    if node not in ("me", user):
+        raise _unsupported("facebook", node, "get")
+    pages = state.facebook_pages(user)
+    limit = _count(params.get("limit"), ACCOUNTS_DEFAULT_LIMIT, ACCOUNTS_MAX_LIMIT)
+    after = _index(params.get("after"))
+    start = 0 if after is None else after + 1
+    chunk = pages[start : start + limit]
+    wanted = [f for f in str(params.get("fields", "")).split(",") if f] or None
+    body: dict[str, Any] = {"data": [page.account(wanted) for page in chunk]}
+    if chunk:
+        last = start + len(chunk) - 1
+        paging: dict[str, Any] = {"cursors": {"before": _cursor(start), "after": _cursor(last)}}
+        if last + 1 < len(pages):
+            # Graph repeats the query as it was given (a token in it included).
+            query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+            query.append(("after", _cursor(last)))
+            paging["next"] = f"{_origin(request)}{request.url.path}?{urlencode(query)}"
+        body["paging"] = paging
+    return JSONResponse(body)
 
 
 def _unsupported(provider: str, object_id: str, verb: str) -> PlatformError:
@@ -1212,6 +1435,7 @@ def _string_param(provider: str, params: Mapping[str, Any], name: str) -> str | 
 async def _facebook_feed(state: PublishingState, request: Request) -> Response:
     _, params = await _graph_enter(state, request, "facebook")
     page_id = request.path_params["node_id"]
+    token = _as_page(state, request, page_id)
     message = _string_param("facebook", params, "message") or ""
     link = _string_param("facebook", params, "link")
     if not message and not link:
@@ -1229,6 +1453,8 @@ async def _facebook_feed(state: PublishingState, request: Request) -> Response:
             state.clock(),
             f"https://www.facebook.com/{post_id}",
             resource=resource,
+            account=page_id,
+            token_sha256=token_sha256(token),
         )
     )
     return JSONResponse({"id": post_id})
@@ -1237,6 +1463,7 @@ async def _facebook_feed(state: PublishingState, request: Request) -> Response:
 async def _facebook_photos(state: PublishingState, request: Request) -> Response:
     _, params = await _graph_enter(state, request, "facebook")
     page_id = request.path_params["node_id"]
+    token = _as_page(state, request, page_id)
     message = _string_param("facebook", params, "message") or ""
     url = params.get("url")
     if not isinstance(url, str) and not isinstance(params.get("source"), UploadFile):
@@ -1259,6 +1486,8 @@ async def _facebook_photos(state: PublishingState, request: Request) -> Response
             f"https://www.facebook.com/photo.php?fbid={photo_id}",
             [url if isinstance(url, str) else "source"],
             resource=resource,
+            account=page_id,
+            token_sha256=token_sha256(token),
         )
     )
     return JSONResponse({"id": photo_id, "post_id": post_id})
@@ -1345,6 +1574,7 @@ async def _instagram_publish(state: PublishingState, request: Request) -> Respon
             permalink,
             [str(container.detail["url"])],
             resource=resource,
+            account=str(container.detail["owner"]),
         )
     )
     return JSONResponse({"id": media_id})
@@ -1365,6 +1595,8 @@ async def _graph_object(state: PublishingState, request: Request) -> Response:
         if provider == "instagram" or post is None or post.deleted:
             # Instagram's API cannot delete media; the platform answers as for no object.
             raise _unsupported(provider, object_id, "delete")
+        if post.account is not None:
+            _as_page(state, request, post.account)
         post.deleted = True
         return JSONResponse({"success": True})
     container = state.media(object_id, "instagram") if provider == "instagram" else None
@@ -1788,8 +2020,31 @@ async def _control_tokens(state: PublishingState, request: Request) -> Response:
         raise _control_error("expiresAt must be an ISO 8601 time") from None
     if expires is not None and expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
-    state.add_token(provider, token, None if expires is None else expires.timestamp())
+    subject = body.get("subject")
+    state.add_token(
+        provider,
+        token,
+        None if expires is None else expires.timestamp(),
+        subject=subject if isinstance(subject, str) and subject else None,
+    )
     return JSONResponse({"accepted": True, "provider": provider}, 201)
+
+
+async def _control_facebook_pages(state: PublishingState, request: Request) -> Response:
+    """{user | token, count}: the Facebook user (the OAuth sandbox's subject, or the user of
+    a user token) manages `count` Pages from now on (0 for none, 2 for a second one)."""
+    body = await _control_json(request)
+    user, token, count = body.get("user"), body.get("token"), body.get("count")
+    if isinstance(token, str) and token:
+        user = state.facebook_user(token)
+        if user is None:
+            raise _control_error("token is not a live Facebook user token")
+    if not isinstance(user, str) or not user:
+        raise _control_error("user (a Facebook user) or token (a user token) is required")
+    if not (_whole(count) and count <= PAGES_LIMIT):
+        raise _control_error(f"count must be a whole number up to {PAGES_LIMIT}")
+    pages = state.set_facebook_pages(user, count)
+    return JSONResponse({"user": user, "pages": [{"id": p.id, "name": p.name} for p in pages]})
 
 
 async def _control_faults(state: PublishingState, request: Request) -> Response:
@@ -1893,11 +2148,13 @@ def create_app(state: PublishingState) -> Starlette:
         Route("/_sandbox/posts", _route(_control_posts), methods=["GET"]),
         Route("/_sandbox/tokens", _route(_control_tokens), methods=["POST"]),
         Route("/_sandbox/faults", _route(_control_faults), methods=["POST"]),
+        Route("/_sandbox/facebook-pages", _route(_control_facebook_pages), methods=["POST"]),
         Route("/_sandbox/rate-limits", _route(_control_rate_limits), methods=["GET", "POST"]),
         Route("/_sandbox/reset-limits", _route(_control_reset_limits), methods=["POST"]),
         Route("/_sandbox/processing", _route(_control_processing), methods=["POST"]),
         Route("/_sandbox/processing/finish", _route(_control_finish), methods=["POST"]),
         # Facebook and Instagram (Graph)
+        Route(f"{graph}/accounts", _route(_facebook_accounts), methods=["GET"]),
         Route(f"{graph}/feed", _route(_facebook_feed), methods=["POST"]),
         Route(f"{graph}/photos", _route(_facebook_photos), methods=["POST"]),
         Route(f"{graph}/media", _route(_instagram_media), methods=["POST"]),

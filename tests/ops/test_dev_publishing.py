@@ -40,11 +40,10 @@ from tests.ops.test_dev_stack import DevStack
 pytestmark = pytest.mark.e2e
 
 ENV_NAMES = {p: f"{p.upper()}_API_BASE" for p in PUBLISHING_PROVIDERS}
-# What the platforms' adapters need of a connection beyond its token (its provider data
-# once the publishing capability reads it; any Page or author the sandbox takes).
+# What the platforms' adapters need of a connection beyond its token (any author the
+# sandbox takes; the Facebook Page is the one /me/accounts gives the OAuth-issued user).
 ACCOUNT = {
     "author_urn": "urn:li:person:8675309",
-    "page_id": "104857600123456",
     "ig_user_id": "17841400000000001",
     "username": "relaysandbox",
 }

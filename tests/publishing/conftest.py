@@ -7,6 +7,8 @@ the Temporal dev server) pointed at them.
 - `await stack.connect(provider, user_id)` connects a platform through Relay's real OAuth
   flow (initiate → the sandbox's approval page → Relay's callback); the OAuth sandbox tells
   the platforms sandbox (a token sink) which tokens it issued, so it accepts exactly those.
+  No metadata by default: the account is what the provider tells (LinkedIn's `sub`,
+  Instagram's `user_id`, the Facebook user's Page found at /me/accounts).
 - `stack.platforms.state`: what the platforms received (posts, publish calls, requests).
 - Every `<PROVIDER>_API_BASE` is set to the sandbox's scheme, host and port only, as
   ARCHITECTURE.md says: Graph's /v21.0 is Relay's to add.
@@ -45,8 +47,9 @@ from tests.files.conftest import s3, s3_server, s3_settings
 __all__ = ["s3", "s3_server"]
 
 PROCESSING_SECONDS = 0.3
-# What the Facebook, LinkedIn and Instagram adapters need of the account, given as the
-# connection's metadata at initiate (an application knows its user's page and URN).
+# The account as an application may name it in the connection's metadata at initiate
+# (`connect(..., metadata=ACCOUNT_METADATA)`); the Page is the one the publishing sandbox
+# gives the user of SANDBOX_TOKENS["facebook"] (SANDBOX_PAGE_ID).
 ACCOUNT_METADATA = {
     "pageId": "104857600123456",
     "authorUrn": "urn:li:person:8675309",
@@ -69,7 +72,6 @@ class PublishingStack(Stack):
 
     async def connect(self, provider: str, user_id: str = "user-1", **body: Any) -> str:
         """Connect `provider` for `user_id` through Relay's OAuth flow; the integration id."""
-        body = {"metadata": ACCOUNT_METADATA} | body
         async with self.http() as http, self.http(authenticated=False) as browser:
             started = await http.post(
                 "/v1/integrations/oauth/initiate",

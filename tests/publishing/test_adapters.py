@@ -26,14 +26,20 @@ from relay.publishing.adapters import (
     classify,
 )
 from relay.publishing.providers import PUBLISHING_PROVIDERS, build_adapters
-from relay.sandbox.publishing import SANDBOX_TOKENS, PublishingSandbox, PublishingServer
+from relay.sandbox.publishing import (
+    SANDBOX_PAGE_ID,
+    SANDBOX_TOKENS,
+    PublishingSandbox,
+    PublishingServer,
+)
 
 PROCESSING_SECONDS = 0.5
 WAIT_SECONDS = 15.0
 MB = 1024 * 1024
+# No Facebook Page id: the adapter finds the user's Page (SANDBOX_PAGE_ID for the user of
+# SANDBOX_TOKENS["facebook"]) and its Page token at /me/accounts.
 ACCOUNT = {
     "author_urn": "urn:li:person:8675309",
-    "page_id": "104857600123456",
     "ig_user_id": "17841400000000001",
     "username": "relaysandbox",
 }
@@ -188,11 +194,11 @@ async def test_facebook_posts_a_link_and_photos_and_deletes_them(
     by_url = await facebook.publish(request("facebook", media=[IMAGE_URL]))
     uploaded = await facebook.publish(request("facebook", media=[PNG]))
 
-    assert linked.remote_id is not None and linked.remote_id.startswith(ACCOUNT["page_id"] + "_")
+    assert linked.remote_id is not None and linked.remote_id.startswith(SANDBOX_PAGE_ID + "_")
     assert linked.url == f"https://www.facebook.com/{linked.remote_id}"
     assert by_url.state is uploaded.state is PublishState.PUBLISHED
     assert by_url.url is not None and by_url.url.startswith(
-        f"https://www.facebook.com/{ACCOUNT['page_id']}_"
+        f"https://www.facebook.com/{SANDBOX_PAGE_ID}_"
     )
     media = {p["id"]: p["media"] for p in posts(server, "facebook")}
     assert media[str(by_url.remote_id)] == [IMAGE_URL.url]
@@ -531,11 +537,15 @@ def test_check_passes_what_the_platform_takes(provider: str) -> None:
 
 def test_check_needs_the_accounts_ids() -> None:
     adapters = build_adapters(httpx.AsyncClient())
-    for provider in ("linkedin", "facebook", "instagram"):
+    for provider in ("linkedin", "instagram"):
         bare = request(provider)
         bare.account = {}
         reason = adapters[provider].check(bare)
         assert reason is not None and reason.code == "ACCOUNT_INCOMPLETE", provider
+    # Facebook's Page is found at publish (/me/accounts): no id is needed up front.
+    bare = request("facebook")
+    bare.account = {}
+    assert adapters["facebook"].check(bare) is None
 
 
 def test_the_request_keeps_its_token_out_of_its_repr() -> None:

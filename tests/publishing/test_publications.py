@@ -106,6 +106,18 @@ async def test_one_platform_refusing_leaves_the_others_published_and_long_text_i
     stack.fault("linkedin", count=1, status=403)
     created = await stack.publish(text="x" * 300)
     assert created.status_code == 201, created.text
+    # A post X cannot take is answered SKIPPED at once, with the limit named; the others
+    # are publishing.
+    answered = _by_provider(created.json()["data"])
+    assert created.json()["data"]["status"] == "PUBLISHING"
+    assert answered["twitter"]["status"] == "SKIPPED"
+    assert answered["twitter"]["skipReason"] == "TEXT_TOO_LONG"
+    assert {answered[p]["status"] for p in ("linkedin", "facebook")} <= {
+        "PENDING",
+        "PUBLISHING",
+        "PUBLISHED",
+        "FAILED",
+    }
     done = await stack.settled(created.json()["data"]["id"])
     targets = _by_provider(done)
     assert done["status"] == "PARTIAL", done

@@ -32,6 +32,7 @@ from relay.oauth.flow import authorization_url, pkce_pair
 from relay.oauth.protocol import (
     TokenResponse,
     access_token_request,
+    account_facts,
     account_name,
     exchange_grant,
     parse_token_response,
@@ -213,6 +214,10 @@ def test_every_provider_connects_and_names_the_account(
         answer = httpx.get(entry.userinfo_url, headers=auth)
         assert answer.status_code == 200
         assert account_name(entry, answer.text) == f"Sandbox {entry.display_name} User"
+        # The account's ids the catalog keeps (account_fields) are the token's subject.
+        subject = introspect(server, tokens.access_token)["sub"]
+        facts = account_facts(entry, answer.text)
+        assert facts == dict.fromkeys(entry.account_fields, subject), facts
     elif entry.account_name_field:  # Slack names the workspace in the token answer
         assert tokens.account_name == "Sandbox Workspace"
     if entry.public_extras:  # the ids the catalog keeps in the clear are answered

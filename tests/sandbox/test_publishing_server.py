@@ -280,9 +280,18 @@ def test_linkedin_commentary_limit_and_required_fields(bases: dict[str, str]) ->
 # --- Facebook ------------------------------------------------------------------------------------
 
 
+def page_token(base: str, user_token: str = SANDBOX_TOKENS["facebook"]) -> tuple[str, str]:
+    """(the Page's id, its Page token) of the user's only Page, as /me/accounts gives them."""
+    answer = httpx.get(f"{base}/me/accounts", headers=auth("facebook", user_token))
+    assert answer.status_code == 200, answer.text
+    (page,) = answer.json()["data"]
+    return str(page["id"]), str(page["access_token"])
+
+
 def test_facebook_feed_photos_and_delete(server: PublishingServer, bases: dict[str, str]) -> None:
-    base, token = bases["facebook"], SANDBOX_TOKENS["facebook"]
-    page = "104857600123456"
+    base = bases["facebook"]
+    page, token = page_token(base)
+    assert page == "104857600123456"  # SANDBOX_TOKENS' user's Page
 
     feed = httpx.post(
         f"{base}/{page}/feed",
@@ -297,7 +306,7 @@ def test_facebook_feed_photos_and_delete(server: PublishingServer, bases: dict[s
     by_url = httpx.post(
         f"{base}/{page}/photos",
         json={"url": "https://example.com/p.jpg"},
-        headers=auth("facebook"),
+        headers=auth("facebook", token),
     )
 
     assert feed.status_code == 200, feed.text
@@ -307,8 +316,12 @@ def test_facebook_feed_photos_and_delete(server: PublishingServer, bases: dict[s
     assert by_url.status_code == 200
     fetched = httpx.get(f"{base}/{post_id}", params={"fields": "message", "access_token": token})
     assert fetched.json() == {"id": post_id, "message": "Hello Page"}
-    assert httpx.delete(f"{base}/{post_id}", headers=auth("facebook")).json() == {"success": True}
-    again = httpx.delete(f"{base}/{post_id}", headers=auth("facebook"))
+    as_user = httpx.delete(f"{base}/{post_id}", headers=auth("facebook"))
+    assert as_user.status_code == 403 and as_user.json()["error"]["code"] == 200
+    assert httpx.delete(f"{base}/{post_id}", headers=auth("facebook", token)).json() == {
+        "success": True
+    }
+    again = httpx.delete(f"{base}/{post_id}", headers=auth("facebook", token))
     assert again.status_code == 400
     assert (again.json()["error"]["code"], again.json()["error"]["error_subcode"]) == (100, 33)
     posts = sandbox_posts(server)["data"]["facebook"]
@@ -316,11 +329,13 @@ def test_facebook_feed_photos_and_delete(server: PublishingServer, bases: dict[s
 
 
 def test_facebook_refuses_an_empty_or_too_long_message(bases: dict[str, str]) -> None:
-    base, headers = bases["facebook"], auth("facebook")
+    base = bases["facebook"]
+    page, token = page_token(base)
+    headers = auth("facebook", token)
 
-    empty = httpx.post(f"{base}/1/feed", data={}, headers=headers)
-    over = httpx.post(f"{base}/1/feed", data={"message": "m" * 63207}, headers=headers)
-    exact = httpx.post(f"{base}/1/feed", data={"message": "m" * 63206}, headers=headers)
+    empty = httpx.post(f"{base}/{page}/feed", data={}, headers=headers)
+    over = httpx.post(f"{base}/{page}/feed", data={"message": "m" * 63207}, headers=headers)
+    exact = httpx.post(f"{base}/{page}/feed", data={"message": "m" * 63206}, headers=headers)
 
     assert empty.status_code == 400 and empty.json()["error"]["code"] == 100
     assert over.status_code == 400 and "63206" in over.json()["error"]["message"]
@@ -705,7 +720,8 @@ def _call(provider: str, bases: dict[str, str], headers: dict[str, str]) -> http
             f"{base}/rest/posts", json=linkedin_post(), headers=headers | LINKEDIN_HEADERS
         )
     if provider == "facebook":
-        return httpx.post(f"{base}/1234/feed", data={"message": "hi"}, headers=headers)
+        # With a user token (a Page post takes the Page's token: test_facebook_pages.py).
+        return httpx.get(f"{base}/me/accounts", headers=headers)
     if provider == "instagram":
         return httpx.post(
             f"{base}/1784/media", data={"image_url": "https://x.test/a.jpg"}, headers=headers

@@ -113,11 +113,12 @@ async def _load(engine: Engine, integration_id: uuid.UUID) -> Integration:
 
 
 def _public(integration: Any, catalog: Catalog) -> IntegrationPublic:
-    """The wire model; providerData only as far as the catalog's public_extras allow (rows
-    written before extras were sealed may hold more)."""
+    """The wire model; providerData only as far as the catalog's public_extras and
+    account_fields allow (rows written before extras were sealed may hold more)."""
     public = IntegrationPublic.model_validate(integration)
     entry = catalog.get(public.provider)
-    public.provider_data = public_extras(public.provider_data, entry.public_extras if entry else [])
+    shown = [*entry.public_extras, *entry.account_fields] if entry else []
+    public.provider_data = public_extras(public.provider_data, shown)
     return public
 
 

@@ -6,6 +6,12 @@ connections written straight into the database (the sandbox's standing tokens).
   latest run is recorded.
 - partial: the first run itself (publish every target at once, a failure recorded).
 - scheduled-canceled: scheduledAt a year ahead, canceled before the timer fires.
+- skipped-at-post: text over X's limit, so X is SKIPPED by the API and never run; LinkedIn
+  publishes.
+
+The `*-finish-activity` files are runs from before `publication-local-finish` (PUBLISHING
+written by the run, every target run, finish_publication a remote activity): kept, and
+replayed, for the runs of that version still open.
 """
 
 from __future__ import annotations
@@ -114,6 +120,26 @@ async def scheduled_canceled(rec: Recording) -> list[str]:
             async with stack.http() as http:
                 canceled = await http.post(f"/v1/publications/{publication['id']}/cancel")
                 canceled.raise_for_status()
+            workflow_id = publication_workflow_id(publication["id"])
+            await stack.client.get_workflow_handle(workflow_id).result()
+            return [workflow_id]
+
+
+@scenario("PublicationWorkflow", "skipped-at-post")
+async def skipped_at_post(rec: Recording) -> list[str]:
+    from relay.publishing.contracts import publication_workflow_id
+
+    with _platforms() as (_server, settings):
+        async with rec.stack(**settings) as stack:
+            _connect(stack, "twitter")
+            _connect(stack, "linkedin")
+            async with stack.http() as http:
+                created = await http.post(
+                    "/v1/publications",
+                    json={"contentId": "rec-2", "userId": _USER, "text": "x" * 300},
+                )
+                created.raise_for_status()
+                publication: dict[str, Any] = created.json()["data"]
             workflow_id = publication_workflow_id(publication["id"])
             await stack.client.get_workflow_handle(workflow_id).result()
             return [workflow_id]
