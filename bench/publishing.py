@@ -747,9 +747,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             )
 
         setup = time.monotonic()
-        names = [f"solo-{i}" for i in range(args.runs + 1)] + [
-            f"user-{i:03d}" for i in range(args.users)
-        ]
+        solo = args.runs + 1
+        names = (
+            [f"solo-{i}" for i in range(solo)]
+            + [f"slow-{i}" for i in range(solo if args.latency > 0 else 0)]
+            + [f"user-{i:03d}" for i in range(args.users)]
+        )
         gate = asyncio.Semaphore(SETUP_USERS_AT_ONCE)
 
         async def prepared(index: int, user_id: str) -> tuple[str, str, str]:
@@ -765,15 +768,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f"in {results['setup_seconds']}s (connects retried: {results['connect_retries']})",
             flush=True,
         )
-        results["single"] = await single(relay, direct, users[: args.runs + 1], args.runs)
-        for shape, figure in results["single"].items():
-            print(
-                f"single {shape}: relay {figure['relay_median']}s vs direct "
-                f"{figure['direct_median']}s = {figure['ratio']}x (+{figure['overhead_ms']} ms)",
-                flush=True,
+        results["single"] = await single(relay, direct, users[:solo], args.runs)
+        singles = [("single", results["single"])]
+        if args.latency > 0:
+            # The same, with every platform request taking `latency` as a real one does.
+            latency_url = f"{sandboxes.platforms.api_base}/_sandbox/latency"
+            await control(direct.http, latency_url, {"seconds": args.latency})
+            results["latency_seconds"] = args.latency
+            results["single_latency"] = await single(
+                relay, direct, users[solo : 2 * solo], args.runs
             )
+            await control(direct.http, latency_url, {"seconds": 0})
+            singles.append((f"single (+{args.latency}s a request)", results["single_latency"]))
+        for label, single_result in singles:
+            for shape, figure in single_result.items():
+                print(
+                    f"{label} {shape}: relay {figure['relay_median']}s vs direct "
+                    f"{figure['direct_median']}s = {figure['ratio']}x "
+                    f"(+{figure['overhead_ms']} ms)",
+                    flush=True,
+                )
         processes = {_name(list(p.args)): p.pid for p in stack.processes + sandboxes.processes}  # type: ignore[arg-type]
-        results["burst"] = await burst(relay, users[args.runs + 1 :], processes, args.limits)
+        burst_users = users[len(names) - args.users :]
+        results["burst"] = await burst(relay, burst_users, processes, args.limits)
         figure = results["burst"]
         print(
             f"burst: {figure['publications']} publications settled in {figure['settled_seconds']}s "
@@ -810,6 +827,12 @@ def cli() -> None:
     parser.add_argument("--limits", help="PUBLISH_RATE_LIMITS (default: from --window)")
     parser.add_argument(
         "--processing-seconds", type=float, default=0.3, help="the platforms' processing delay"
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.15,
+        help="the single publications again with each platform request taking this long (0: skip)",
     )
     args = parser.parse_args()
     args.limits = args.limits or burst_limits(args.window)

@@ -172,6 +172,7 @@ logged, and none is echoed but the Page tokens /me/accounts hands out (and one a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import json
@@ -634,9 +635,13 @@ class PublishingState:
         tokens: Iterable[tuple[str, str]] = (),
         rate_limits: Mapping[str, tuple[int, float]] | None = None,
         processing_seconds: float = PROCESSING_SECONDS,
+        latency_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._lock = threading.RLock()
+        # Added to every platform request (not the controls): loopback answers in a
+        # millisecond, a real platform in a few hundred (bench/publishing.py --latency).
+        self.latency_seconds = latency_seconds
         self.clock = clock
         # SHA-256 of the token → (its provider, expiry in epoch seconds or None).
         self._tokens: dict[bytes, tuple[str, float | None]] = {}
@@ -911,8 +916,11 @@ def _state(request: Request) -> PublishingState:
 
 def _route(handler: _Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        state = _state(request)
+        if state.latency_seconds > 0 and not request.url.path.startswith("/_sandbox/"):
+            await asyncio.sleep(state.latency_seconds)
         try:
-            response = await handler(_state(request), request)
+            response = await handler(state, request)
         except PlatformError as exc:
             response = exc.response()
         response.headers.update(getattr(request.state, "rate_headers", {}))
@@ -2098,6 +2106,17 @@ async def _control_processing(state: PublishingState, request: Request) -> Respo
     return JSONResponse({"seconds": state.processing_seconds})
 
 
+async def _control_latency(state: PublishingState, request: Request) -> Response:
+    """{seconds}: added to every platform request from now on (0: none)."""
+    seconds = (await _control_json(request)).get("seconds")
+    if not (isinstance(seconds, int | float) and not isinstance(seconds, bool)) or not (
+        0 <= seconds <= 30
+    ):
+        raise _control_error("seconds must be a number from 0 to 30")
+    state.latency_seconds = float(seconds)
+    return JSONResponse({"seconds": state.latency_seconds})
+
+
 async def _control_finish(state: PublishingState, request: Request) -> Response:
     body = await _control_json(request)
     provider = _provider(body)
@@ -2153,6 +2172,7 @@ def create_app(state: PublishingState) -> Starlette:
         Route("/_sandbox/reset-limits", _route(_control_reset_limits), methods=["POST"]),
         Route("/_sandbox/processing", _route(_control_processing), methods=["POST"]),
         Route("/_sandbox/processing/finish", _route(_control_finish), methods=["POST"]),
+        Route("/_sandbox/latency", _route(_control_latency), methods=["POST"]),
         # Facebook and Instagram (Graph)
         Route(f"{graph}/accounts", _route(_facebook_accounts), methods=["GET"]),
         Route(f"{graph}/feed", _route(_facebook_feed), methods=["POST"]),
@@ -2233,6 +2253,7 @@ class PublishingSandbox:
     tokens: tuple[tuple[str, str], ...] = ()
     rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     processing_seconds: float = PROCESSING_SECONDS
+    latency_seconds: float = 0.0
     host: str = "127.0.0.1"
     # The platforms Relay is pointed here for (None: all six); the others keep their APIs.
     providers: frozenset[str] | None = None
@@ -2262,6 +2283,8 @@ class PublishingSandbox:
         """The command line; extra tokens are registered through the control, not put on it."""
         command = [sys.executable, "-m", "relay.sandbox.publishing", "--port", str(self.port)]
         command += ["--host", self.host, "--processing-seconds", str(self.processing_seconds)]
+        if self.latency_seconds > 0:
+            command += ["--latency-seconds", str(self.latency_seconds)]
         return command
 
     def environment(self) -> dict[str, str]:
@@ -2275,6 +2298,7 @@ class PublishingSandbox:
             tokens=self.tokens,
             rate_limits=self.rate_limits,
             processing_seconds=self.processing_seconds,
+            latency_seconds=self.latency_seconds,
         )
 
     def ready(self) -> bool:
@@ -2360,10 +2384,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--processing-seconds", type=float, default=PROCESSING_SECONDS)
+    parser.add_argument(
+        "--latency-seconds", type=float, default=0.0, help="added to every platform request"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="publishing-sandbox: %(message)s")
     sandbox = PublishingSandbox(
-        port=args.port, host=args.host, processing_seconds=args.processing_seconds
+        port=args.port,
+        host=args.host,
+        processing_seconds=args.processing_seconds,
+        latency_seconds=args.latency_seconds,
     )
     uvicorn.run(create_app(sandbox.state()), host=args.host, port=args.port, log_level="info")
 

@@ -1005,3 +1005,25 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert SANDBOX_TOKENS["twitter"].encode() not in (tmp_path / "stderr").read_bytes()
+
+
+def test_the_latency_control_delays_platform_requests_not_the_controls(
+    server: PublishingServer, bases: dict[str, str]
+) -> None:
+    latency = f"{server.api_base}/_sandbox/latency"
+    assert httpx.post(latency, json={"seconds": -1}).status_code == 400
+    # Two seconds: far over what a control takes even on a loaded machine.
+    httpx.post(latency, json={"seconds": 2}).raise_for_status()
+    started = time.monotonic()
+    posted = httpx.post(
+        f"{bases['twitter']}/2/tweets", json={"text": "slow"}, headers=auth("twitter")
+    )
+    slow = time.monotonic() - started
+    started = time.monotonic()
+    sandbox_posts(server)
+    control = time.monotonic() - started
+    httpx.post(latency, json={"seconds": 0}).raise_for_status()
+
+    assert posted.status_code == 201, posted.text
+    assert slow >= 2
+    assert control < 2
