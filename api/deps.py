@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
@@ -126,30 +127,57 @@ async def authenticate_cached(request: Request, raw: str) -> ApiKey | None:
     return key
 
 
-async def require_api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiKey:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise RelayError(ErrorCode.UNAUTHORIZED, "an API key is required (Authorization: Bearer …)")
-    key = await authenticate_cached(request, credentials.credentials)
-    if key is None:
-        raise RelayError(ErrorCode.UNAUTHORIZED, "the API key is unknown or revoked")
-    route = request.scope.get("route")
-    # A route that declares scopes is checked by those dependencies (below); one that
-    # declares none needs `app`. Without a route to look at, fail closed.
-    if not isinstance(route, APIRoute) or not route_scopes(route):
-        _forbid_unless(key, Scope.APP)
-    return key
+class ApiKeyBearer(HTTPBearer):
+    """`require_api_key`: the bearer key of a /v1 request, authenticated, or 401.
+
+    It reads the Authorization header itself instead of depending on `HTTPBearer` (one
+    dependency to solve per request instead of two: FastAPI solves each at a cost); as an
+    `HTTPBearer` it still documents the bearer scheme in the OpenAPI schema, under the
+    same name. The key is kept in the request's scope, so the route's other dependencies
+    that ask for it (`require_scope`, `ApiKeyDep`) find it without authenticating again."""
+
+    async def __call__(self, request: Request) -> ApiKey:  # type: ignore[override]
+        known: ApiKey | None = request.scope.get(_REQUEST_KEY)
+        if known is not None:  # already authenticated for this request
+            return known
+        scheme, raw = get_authorization_scheme_param(request.headers.get("Authorization"))
+        if not raw or scheme.lower() != "bearer":
+            raise RelayError(
+                ErrorCode.UNAUTHORIZED, "an API key is required (Authorization: Bearer …)"
+            )
+        key = await authenticate_cached(request, raw)
+        if key is None:
+            raise RelayError(ErrorCode.UNAUTHORIZED, "the API key is unknown or revoked")
+        route = request.scope.get("route")
+        # A route that declares scopes is checked by those dependencies (below); one that
+        # declares none needs `app`. Without a route to look at, fail closed.
+        if not isinstance(route, APIRoute) or not route_scopes(route):
+            _forbid_unless(key, Scope.APP)
+        request.scope[_REQUEST_KEY] = key
+        return key
 
 
-class RequireScope:
-    """The dependency `require_scope` returns; `require_api_key` finds it on the route."""
+_REQUEST_KEY = "relay.api_key"  # the request's authenticated key, in its ASGI scope
+
+_SCHEME = "HTTPBearer"  # one scheme in the OpenAPI schema for every way a key is asked
+_SCHEME_HELP = "An API key from `relay keys create NAME`."
+require_api_key = ApiKeyBearer(scheme_name=_SCHEME, description=_SCHEME_HELP, auto_error=False)
+
+
+class RequireScope(HTTPBearer):
+    """The dependency `require_scope` returns; `require_api_key` finds it on the route.
+    An `HTTPBearer` like `require_api_key`, so a route declaring only this still documents
+    the bearer scheme."""
 
     def __init__(self, scope: Scope) -> None:
+        super().__init__(scheme_name=_SCHEME, description=_SCHEME_HELP, auto_error=False)
         self.scope = scope
 
-    async def __call__(self, key: Annotated[ApiKey, Depends(require_api_key)]) -> ApiKey:
+    async def __call__(self, request: Request) -> ApiKey:  # type: ignore[override]
+        # Authenticates through `require_api_key` itself rather than declaring it as a
+        # sub-dependency (a solving step fewer per request); the key is found once per
+        # request either way (kept in the scope).
+        key = await require_api_key(request)
         _forbid_unless(key, self.scope)
         return key
 

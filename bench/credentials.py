@@ -14,6 +14,10 @@ same number of requests each, after a warm-up of each; rates and p50/p99 latenci
 `bench/results/`. Every read must answer 200 with the token, and the access log must
 hold exactly one row per read, with the key, at the end.
 
+`--api-processes N` starts N - 1 more `relay api` processes on ports of their own (same
+database, same Temporal) and spreads the clients over them (client i talks to process
+i mod N); "API CPU" is then the sum over the N processes.
+
 Run with `make bench-credentials` (never part of the test suite). Bounded: a fixed number
 of requests, every wait has a deadline, and every process it starts is stopped at the end.
 """
@@ -29,6 +33,7 @@ import secrets
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +44,7 @@ from sqlalchemy import func, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
-from bench.webhooks import Stack
+from bench.webhooks import Stack, free_port
 from relay.api_keys import create_key
 from relay.crypto import Keyring
 from relay.db import make_engine, utcnow
@@ -77,18 +82,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure(
-    session: aiohttp.ClientSession,
+    sessions: list[aiohttp.ClientSession],
     path: str,
     *,
     concurrency: int,
     requests: int,
     expect: str | None = None,
-    api_pid: int | None = None,
+    api_pids: list[int] | None = None,
 ) -> Figure:
+    """`concurrency` clients share `requests`; client i talks to API process i mod N."""
     latencies: list[float] = []
     remaining = iter(range(requests))
 
-    async def client() -> None:
+    def cpu() -> float:
+        return sum(cpu_seconds(pid) for pid in api_pids or [])
+
+    async def client(session: aiohttp.ClientSession) -> None:
         for _ in remaining:
             started = time.perf_counter()
             async with session.get(path) as response:
@@ -97,11 +106,11 @@ async def measure(
             if response.status != 200 or (expect is not None and expect.encode() not in body):
                 raise RuntimeError(f"{path} answered {response.status}: {body[:200]!r}")
 
-    cpu_before = cpu_seconds(api_pid) if api_pid else 0.0
+    cpu_before = cpu()
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(client(sessions[i % len(sessions)]) for i in range(concurrency)))
     seconds = time.perf_counter() - started
-    cpu = (cpu_seconds(api_pid) - cpu_before) if api_pid else 0.0
+    used = cpu() - cpu_before
     return Figure(
         path="/health" if path == "/health" else "credentials",
         concurrency=concurrency,
@@ -110,7 +119,7 @@ async def measure(
         per_second=round(requests / seconds, 1),
         p50_ms=round(statistics.median(latencies) * 1000, 2),
         p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
-        api_cpu_ms=round(cpu / requests * 1000, 3),
+        api_cpu_ms=round(used / requests * 1000, 3),
     )
 
 
@@ -153,7 +162,7 @@ def access_rows(database_url: str) -> int:
 
 
 def py_spy(out: str | None, stack: Stack, name: str) -> subprocess.Popen[bytes] | None:
-    """py-spy recording the API process (the last one the stack started) until SIGINT,
+    """py-spy recording an API process (the last one started) until SIGINT,
     as collapsed stacks of the thread holding the GIL (`--py-spy DIR`; py-spy from PyPI, on PATH or
     given as PY_SPY)."""
     if out is None:
@@ -193,6 +202,26 @@ def drop_postgres(base: str, name: str) -> None:
     admin.dispose()
 
 
+def start_more_apis(stack: Stack, count: int) -> list[int]:
+    """`count` more `relay api` processes on ports of their own, sharing the stack's
+    database and Temporal (stopped with the stack); their ports."""
+    ports = []
+    for _ in range(count):
+        port = free_port()
+        log = (stack.dir / f"api-{port}.log").open("ab")
+        stack.processes.append(
+            subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "relay.cli", "api", "--port", str(port)],
+                env=stack.env,
+                stdout=log,
+                stderr=log,
+            )
+        )
+        stack._wait_port(port)
+        ports.append(port)
+    return ports
+
+
 async def main(args: argparse.Namespace) -> list[Figure]:
     database_url = None
     created = None
@@ -200,59 +229,73 @@ async def main(args: argparse.Namespace) -> list[Figure]:
         created, database_url = fresh_postgres(args.postgres)
     stack = Stack(database_url, persist_temporal=False, worker=False)
     figures: list[Figure] = []
+    sessions: list[aiohttp.ClientSession] = []
     try:
         await asyncio.to_thread(stack.start)
+        api_pids = [stack.processes[-1].pid]  # `relay api`, started last
+        ports = [stack.api_port]
+        if args.api_processes > 1:
+            ports += await asyncio.to_thread(start_more_apis, stack, args.api_processes - 1)
+            api_pids += [process.pid for process in stack.processes[-(args.api_processes - 1) :]]
         keyring = Keyring.parse(stack.env["ENCRYPTION_KEYS"])
         integration_id, raw_key = await asyncio.to_thread(seed, stack.database_url, keyring)
         path = f"/v1/integrations/{integration_id}/credentials"
-        pid = stack.processes[-1].pid  # `relay api`, started last
         reads = 0
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{stack.api_port}",
-            headers={"Authorization": f"Bearer {raw_key}"},
-            connector=aiohttp.TCPConnector(limit=max(args.concurrency)),
-            timeout=REQUEST_TIMEOUT,
-        ) as session:
-            for concurrency in args.concurrency:
-                count = args.requests if concurrency > 1 else args.requests // 2
-                for _ in range(args.rounds):
-                    await measure(session, "/health", concurrency=concurrency, requests=WARM_UP)
+        sessions = [
+            aiohttp.ClientSession(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {raw_key}"},
+                connector=aiohttp.TCPConnector(limit=max(args.concurrency)),
+                timeout=REQUEST_TIMEOUT,
+            )
+            for port in ports
+        ]
+        for concurrency in args.concurrency:
+            count = args.requests if concurrency > 1 else args.requests // 2
+            for _ in range(args.rounds):
+                await measure(sessions, "/health", concurrency=concurrency, requests=WARM_UP)
+                await measure(
+                    sessions, path, concurrency=concurrency, requests=WARM_UP, expect=TOKEN
+                )
+                reads += WARM_UP
+                figures.append(
                     await measure(
-                        session, path, concurrency=concurrency, requests=WARM_UP, expect=TOKEN
+                        sessions,
+                        "/health",
+                        concurrency=concurrency,
+                        requests=count,
+                        api_pids=api_pids,
                     )
-                    reads += WARM_UP
-                    figures.append(
-                        await measure(
-                            session, "/health", concurrency=concurrency, requests=count, api_pid=pid
-                        )
+                )
+                spy = py_spy(args.py_spy, stack, f"c{concurrency}")
+                figures.append(
+                    await measure(
+                        sessions,
+                        path,
+                        concurrency=concurrency,
+                        requests=count,
+                        expect=TOKEN,
+                        api_pids=api_pids,
                     )
-                    spy = py_spy(args.py_spy, stack, f"c{concurrency}")
-                    figures.append(
-                        await measure(
-                            session,
-                            path,
-                            concurrency=concurrency,
-                            requests=count,
-                            expect=TOKEN,
-                            api_pid=pid,
-                        )
+                )
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
+                reads += count
+                for figure in figures[-2:]:
+                    print(
+                        f"c={concurrency:>3} {figure.path:<12} {figure.per_second:>8.1f}/s "
+                        f"p50 {figure.p50_ms:6.2f} ms  p99 {figure.p99_ms:6.2f} ms  "
+                        f"API CPU {figure.api_cpu_ms:.3f} ms/request",
+                        flush=True,
                     )
-                    if spy is not None:
-                        spy.send_signal(signal.SIGINT)
-                        spy.wait(timeout=60)
-                    reads += count
-                    for figure in figures[-2:]:
-                        print(
-                            f"c={concurrency:>3} {figure.path:<12} {figure.per_second:>8.1f}/s "
-                            f"p50 {figure.p50_ms:6.2f} ms  p99 {figure.p99_ms:6.2f} ms  "
-                            f"API CPU {figure.api_cpu_ms:.3f} ms/request",
-                            flush=True,
-                        )
         logged = await asyncio.to_thread(access_rows, stack.database_url)
         print(f"reads {reads}, access-log rows {logged}", flush=True)
         if logged != reads:
             raise RuntimeError(f"{reads} reads but {logged} access-log rows")
     finally:
+        for session in sessions:
+            await session.close()
         stack.stop()
         if created and args.postgres:
             drop_postgres(args.postgres, created)
@@ -266,9 +309,16 @@ def cli() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--py-spy", help="record the API with py-spy into this directory")
     parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="`relay api` processes on ports of their own; the clients are spread over them",
+    )
+    parser.add_argument(
         "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 20]
     )
     args = parser.parse_args()
+    load_before = os.getloadavg()
     figures = asyncio.run(main(args))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"credentials-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
@@ -278,14 +328,16 @@ def cli() -> None:
                 "date": datetime.now(UTC).isoformat(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                 f"Python {platform.python_version()}",
+                "load_average_start": load_before,
                 "load_average": os.getloadavg(),
                 "database": "postgresql" if args.postgres else "sqlite",
+                "api_processes": args.api_processes,
                 "figures": [asdict(f) for f in figures],
             },
             indent=2,
         )
     )
-    print(f"written to {out}")
+    print(f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}; written to {out}")
 
 
 if __name__ == "__main__":

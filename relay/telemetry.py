@@ -1,9 +1,10 @@
 """OpenTelemetry: one trace from an HTTP request through a workflow into its activities.
 
-The API is instrumented by opentelemetry-instrumentation-fastapi; the Temporal
-client and worker carry the context through `TracingInterceptor` (see
-`relay.temporal.connect`), so the worker's workflow and activity spans join
-the trace of the request that started the run. Spans are exported over OTLP/HTTP
+The API's request spans come from FastAPI's own OpenTelemetry support, which uses the
+global tracer provider installed here (`api.app.TELEMETRY`: one span per request, named by
+route template); the Temporal client and worker carry the context through
+`TracingInterceptor` (see `relay.temporal.connect`), so the worker's workflow and
+activity spans join the trace of the request that started the run. Spans are exported over OTLP/HTTP
 when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise tracing is a no-op.
 
 OpenTelemetry allows one global tracer provider per process. Relay installs it on

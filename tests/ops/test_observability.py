@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.deps import TemporalDep
+from relay.api_keys import create_key
 from relay.crypto import Keyring
 from relay.ledger import Ledger
 from relay.logging import JsonFormatter, RedactingFilter, configure_logging, redact
@@ -119,6 +120,50 @@ async def test_one_trace_from_http_request_through_workflow_into_activity(
     assert run_activity.context.trace_id == trace_id
     assert any(
         s.name == "RunWorkflow:EchoWorkflow" and s.context.trace_id == trace_id for s in finished
+    )
+
+
+async def test_request_spans_are_named_by_route_template_never_by_path(
+    spans: InMemorySpanExporter,
+    engine: Engine,
+    keyring: Keyring,
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        temporal_address=f"127.0.0.1:{free_port()}",
+    )
+    _, app_key = create_key(engine, f"spans-{uuid.uuid4().hex[:8]}", ["app"])
+    app = create_app(settings, engine=engine, keyring=keyring)
+    integration_id = uuid.uuid4()
+    provider = "github"
+    with ServerThread(app) as server:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {app_key}"}, timeout=30
+        ) as http:
+            # 403: the route's scope check refuses an `app` key; routing has named the span.
+            response = await http.get(f"/v1/integrations/{integration_id}/credentials")
+            assert response.status_code == 403, response.text
+            assert (await http.get(f"/v1/no-such-route/{integration_id}")).status_code == 404
+            assert (await http.get("/health")).status_code == 200
+            await http.get(f"/v1/integrations/oauth/callback/{provider}?code=c0de&state=st4te")
+    server_spans = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
+    names = [s.name for s in server_spans]
+    credentials = one(
+        server_spans,
+        lambda s: s.name == "GET /v1/integrations/{integration_id}/credentials",
+    )
+    assert credentials.attributes is not None
+    assert credentials.attributes["http.route"] == "/v1/integrations/{integration_id}/credentials"
+    assert credentials.attributes["http.response.status_code"] == 403
+    # No route matched: named by the method alone, never the raw path.
+    assert "GET" in names, names
+    assert not any(str(integration_id) in name or "no-such-route" in name for name in names)
+    # The probes and the OAuth callback (its query holds the code and state) are not traced.
+    assert not any("health" in name or "callback" in name for name in names), names
+    assert not any(
+        "c0de" in str(s.attributes) or "st4te" in str(s.attributes)
+        for s in spans.get_finished_spans()
     )
 
 
