@@ -33,7 +33,7 @@ import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -42,7 +42,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from relay.calendar.access import ConnectionAccess
+from relay.calendar.access import ConnectionAccess, require_connection
 from relay.crypto import Keyring
 from relay.db import utcnow
 from relay.errors import ErrorCode, RelayError
@@ -265,8 +265,14 @@ class PublishingActivities:
                 ErrorCode.REFRESH_FAILED, "the connection's refresh was refused"
             ) from None
 
-    async def _with_token(self, params: TargetCall, attempt: Callable[[str], Awaitable[T]]) -> T:
-        """`attempt(token)` with the connection's token (one refresh on a rejection)."""
+    async def _with_token(
+        self,
+        params: TargetCall,
+        attempt: Callable[[str], Awaitable[T]],
+        integration: Integration | None = None,
+    ) -> T:
+        """`attempt(token)` with the connection's token (one refresh on a rejection);
+        `integration`: the connection as just read, if it was."""
 
         async def guarded(token: str) -> T:
             try:
@@ -281,7 +287,7 @@ class PublishingActivities:
                 raise
 
         return await self._connection(params.provider).with_token(
-            uuid.UUID(params.integration_id), guarded, _TokenRejected
+            uuid.UUID(params.integration_id), guarded, _TokenRejected, integration=integration
         )
 
     def _adapter(self, provider: str) -> PublishAdapter:
@@ -326,14 +332,23 @@ class PublishingActivities:
         )
 
     async def _integration_event(
-        self, event_type: str, params: TargetCall, extra: dict[str, Any], key: str
+        self,
+        event_type: str,
+        params: TargetCall,
+        extra: dict[str, Any],
+        key: str,
+        integration: Integration | None = None,
     ) -> repository.TargetEvent | None:
-        """Seed 003's integration.* event about this target, to write with its row."""
-        integration = await self._db(
-            functools.partial(
-                oauth_repository.get_integration, self._engine, uuid.UUID(params.integration_id)
+        """Seed 003's integration.* event about this target, to write with its row
+        (`integration`: the connection as the activity read it, else read here)."""
+        if integration is None:
+            integration = await self._db(
+                functools.partial(
+                    oauth_repository.get_integration,
+                    self._engine,
+                    uuid.UUID(params.integration_id),
+                )
             )
-        )
         if integration is None:
             return None
         data = oauth_repository.event_data(integration) | {"publicationId": params.publication_id}
@@ -347,6 +362,7 @@ class PublishingActivities:
         started_at: datetime | None,
         *,
         attempted: bool = True,
+        integration: Integration | None = None,
     ) -> TargetOutcome:
         """The target FAILED for good: its row, a sync log for the attempt, integration.error."""
         sync = (
@@ -364,8 +380,11 @@ class PublishingActivities:
         event = await self._integration_event(
             EVENT_INTEGRATION_ERROR,
             params,
-            {"error": {"code": code, "message": message}},
+            # lastError as the sync log leaves it (the connection was read before).
+            {"error": {"code": code, "message": message}}
+            | ({"lastError": message[: repository.ERROR_LIMIT]} if attempted else {}),
             f"publication-{params.publication_id}:{params.integration_id}:error",
+            integration,
         )
         await self._db(
             functools.partial(
@@ -383,7 +402,12 @@ class PublishingActivities:
         return TargetOutcome(TargetStatus.FAILED.value, code)
 
     async def _published(
-        self, params: TargetCall, result: PublishResult, started_at: datetime
+        self,
+        params: TargetCall,
+        result: PublishResult,
+        started_at: datetime,
+        *,
+        integration: Integration | None = None,
     ) -> TargetOutcome:
         """The platform's answer into the row: PUBLISHED (a sync log, integration.synced),
         PROCESSING (polled next) or FAILED (its processing failed)."""
@@ -393,6 +417,7 @@ class PublishingActivities:
                 ErrorCode.PROVIDER_ERROR.value,
                 result.failure_reason or f"{params.provider} could not process the post",
                 started_at,
+                integration=integration,
             )
         processing = result.state is PublishState.PROCESSING
         values: dict[str, Any] = {
@@ -416,8 +441,9 @@ class PublishingActivities:
             event = await self._integration_event(
                 EVENT_SYNCED,
                 params,
-                {"remoteId": result.remote_id, "url": result.url},
+                {"remoteId": result.remote_id, "url": result.url, "lastError": None},
                 f"publication-{params.publication_id}:{params.integration_id}:synced",
+                integration,
             )
         await self._db(
             functools.partial(
@@ -476,21 +502,23 @@ class PublishingActivities:
             return await self._publish_target(params)
 
     async def _publish_target(self, params: TargetCall) -> TargetOutcome:
-        row = await self._db(
+        # The target, the publication and the connection in one read.
+        context = await self._db(
             functools.partial(
-                repository.target, self._engine, params.publication_id, params.integration_id
+                repository.publish_context,
+                self._engine,
+                params.publication_id,
+                params.integration_id,
             )
         )
+        row, publication = context.target, context.publication
         if row.status not in (TargetStatus.PENDING, TargetStatus.PUBLISHING):
             return TargetOutcome(str(row.status), row.error_code or row.skip_reason)
-        publication = await self._db(
-            functools.partial(repository.load, self._engine, params.publication_id)
-        )
         started_at = utcnow()
         try:
             adapter = self._adapter(params.provider)
-            integration = await self._connection(params.provider).integration(
-                uuid.UUID(params.integration_id)
+            integration = require_connection(
+                context.integration, uuid.UUID(params.integration_id), params.provider
             )
             request = PublishRequest(
                 text=publication.text,
@@ -515,9 +543,7 @@ class PublishingActivities:
                 )
             )
             return TargetOutcome(TargetStatus.SKIPPED.value, skip.code)
-        wait = await self._db(
-            functools.partial(self._limiter.acquire, params.provider, params.integration_id)
-        )
+        wait = await self._db(functools.partial(self._take_slot, params))
         if wait.total_seconds() > 0:
             limit = self._limiter.limit_for(params.provider)
             raise ApplicationError(
@@ -526,11 +552,6 @@ class PublishingActivities:
                 type=ErrorCode.RATE_LIMITED.value,
                 next_retry_delay=wait,
             )
-        await self._db(
-            functools.partial(
-                repository.begin_attempt, self._engine, params.publication_id, params.integration_id
-            )
-        )
         key = publish_call_key(params.publication_id, params.integration_id)
 
         async def attempt(token: str) -> dict[str, Any]:
@@ -548,12 +569,16 @@ class PublishingActivities:
             return answer
 
         try:
-            answer = await self._with_token(params, attempt)
+            answer = await self._with_token(params, attempt, integration)
         except RelayError as error:  # NEEDS_REAUTH, the connection gone
-            return await self._fail(params, error.code.value, error.message, started_at)
+            return await self._fail(
+                params, error.code.value, error.message, started_at, integration=integration
+            )
         except ApplicationError as failure:
             if failure.non_retryable:
-                return await self._fail(params, _code(failure), failure.message, started_at)
+                return await self._fail(
+                    params, _code(failure), failure.message, started_at, integration=integration
+                )
             # This attempt failed; Temporal tries again. Logged as the attempt it was.
             await self._db(
                 functools.partial(
@@ -578,7 +603,17 @@ class PublishingActivities:
                 )
             )
             raise
-        return await self._published(params, _result_of(answer), started_at)
+        return await self._published(
+            params, _result_of(answer), started_at, integration=integration
+        )
+
+    def _take_slot(self, params: TargetCall) -> timedelta:
+        """A slot of the shared limit and, when taken, the attempt begun (PUBLISHING,
+        attempts + 1): one thread hop. The wait until a slot frees, else zero."""
+        wait = self._limiter.acquire(params.provider, params.integration_id)
+        if wait.total_seconds() <= 0:
+            repository.begin_attempt(self._engine, params.publication_id, params.integration_id)
+        return wait
 
     @activity.defn
     async def poll_target(self, params: TargetCall) -> TargetOutcome:

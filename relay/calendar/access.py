@@ -179,17 +179,19 @@ class ConnectionAccess:
             raise
         return await self.integration(integration.id)
 
-    async def _due(self, integration: Integration) -> bool:
-        if integration.expires_at is None:
-            return False
-        entry = self.catalog.get(integration.provider)
-        buffer = entry.token_expiration_buffer if entry else DEFAULT_EXPIRATION_BUFFER_SECONDS
-        stored = await asyncio.to_thread(repository.tokens_stored_at, self.engine, integration.id)
-        issued_at = stored or integration.last_sync_at
-        return utcnow() >= refresh_due_at(integration.expires_at, issued_at, buffer)
+    def _due_and_token(self, integration: Integration) -> tuple[bool, str]:
+        """Whether the token is due for a refresh, and the token (one thread hop)."""
+        due = False
+        if integration.expires_at is not None:
+            entry = self.catalog.get(integration.provider)
+            buffer = entry.token_expiration_buffer if entry else DEFAULT_EXPIRATION_BUFFER_SECONDS
+            stored = repository.tokens_stored_at(self.engine, integration.id)
+            issued_at = stored or integration.last_sync_at
+            due = utcnow() >= refresh_due_at(integration.expires_at, issued_at, buffer)
+        return due, self._read_token(integration)
 
-    async def _token(self, integration: Integration) -> str:
-        tokens = await asyncio.to_thread(TokenStore(self.engine, self.keyring).read, integration.id)
+    def _read_token(self, integration: Integration) -> str:
+        tokens = TokenStore(self.engine, self.keyring).read(integration.id)
         if tokens is None:
             raise RelayError(
                 ErrorCode.CONFLICT,
@@ -198,18 +200,26 @@ class ConnectionAccess:
             )
         return tokens.access_token
 
+    async def _token(self, integration: Integration) -> str:
+        return await asyncio.to_thread(self._read_token, integration)
+
     async def with_token(
         self,
         integration_id: uuid.UUID,
         attempt: Callable[[str], Awaitable[T]],
         rejected: type[Exception],
+        *,
+        integration: Integration | None = None,
     ) -> T:
         """`attempt(token)` with the connection's access token; `rejected` is the
-        provider's 401 (see the module docstring)."""
-        integration = await self.integration(integration_id)
-        if await self._due(integration):
+        provider's 401 (see the module docstring). `integration`: the row the caller has
+        just read (checked with `require_connection`), so it is not read again."""
+        if integration is None:
+            integration = await self.integration(integration_id)
+        due, token = await asyncio.to_thread(self._due_and_token, integration)
+        if due:
             integration = await self._refresh(integration, force=False)
-        token = await self._token(integration)
+            token = await self._token(integration)
         try:
             return await attempt(token)
         except rejected:

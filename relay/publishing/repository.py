@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Row, Select, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from relay.db import utcnow
 from relay.errors import ErrorCode, RelayError
@@ -185,6 +186,39 @@ def targets_of(engine: Engine, publication_ids: list[uuid.UUID]) -> dict[uuid.UU
         for row in rows:
             found[row.publication_id].append(row)
     return found
+
+
+@dataclass
+class PublishContext:
+    """What one target's publish reads first, in one session: its row, the publication's,
+    and the connection (None when it is gone)."""
+
+    target: Row[Any]
+    publication: Row[Any]
+    integration: Integration | None
+
+
+def publish_context(engine: Engine, publication_id: str, integration_id: str) -> PublishContext:
+    key = key_of(integration_id)
+    with Session(engine, expire_on_commit=False) as session:
+        connection = session.connection()
+        row = connection.execute(
+            select(T).where(
+                T.c.publication_id == uuid.UUID(publication_id),
+                T.c.integration_id == integration_id,
+            )
+        ).first()
+        publication = connection.execute(
+            select(P).where(P.c.id == uuid.UUID(publication_id))
+        ).first()
+        integration = session.get(Integration, key) if key is not None else None
+    if row is None or publication is None:
+        raise RelayError(
+            ErrorCode.NOT_FOUND,
+            "no such publication target",
+            {"publicationId": publication_id, "integrationId": integration_id},
+        )
+    return PublishContext(row, publication, integration)
 
 
 def target(engine: Engine, publication_id: str, integration_id: str) -> Row[Any]:
