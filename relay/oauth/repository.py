@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, bindparam, insert, text, update
+from sqlalchemy import Select, Table, and_, bindparam, insert, update
 from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -318,13 +318,6 @@ def read_and_log_credentials(
     admitted: list[CredentialAccess] = []
     try:
         with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # The access log's commit need not wait for the WAL's flush to disk (it did:
-                # ~1 ms at the median, ~4 ms at p90 on this disk, the whole of a read's p99):
-                # a crash of the API loses nothing committed, a crash of PostgreSQL itself
-                # at most the last 3 × wal_writer_delay (0.6 s by default) of rows, as
-                # SQLite's synchronous=NORMAL may lose to an OS crash (docs/security.md).
-                connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
             found = _read_many(
                 connection, keyring, {request.access.integration_id for request in requests}
             )
